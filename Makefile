@@ -1,0 +1,49 @@
+# Track Anything for Label Studio — developer commands.
+#   make run    create .venv, install, serve on $(HOST):$(PORT) (weights-free engine by default)
+#   make test   create .venv, install, run the whole suite (includes a real Label Studio e2e test)
+#   make bench  run the benchmarks and print the tables
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 9090
+WORKERS ?= 1
+THREADS ?= 4
+STAMP := $(VENV)/.installed
+
+.PHONY: install run dev test lint format bench clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt -c constraints.txt
+	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt -c constraints.txt
+	touch $(STAMP)
+
+run: install
+	$(VENV)/bin/gunicorn --bind $(HOST):$(PORT) --workers $(WORKERS) --threads $(THREADS) \
+		--timeout 0 --log-level $${LOG_LEVEL:-info} _wsgi:app
+
+dev: install
+	$(PY) _wsgi.py --host $(HOST) --port $(PORT)
+
+test: install
+	$(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: install
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

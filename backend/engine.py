@@ -1,0 +1,110 @@
+"""Engine selection: which segmenter and tracker serve requests.
+
+``auto`` picks SAM + XMem when both checkpoints are configured, else the
+weights-free classical engine. A configured but broken checkpoint is an error,
+never a silent fallback.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from backend import __version__
+from backend.config import Settings
+from backend.segmenter.base import Segmenter
+from backend.tracker.base import Tracker
+
+log = logging.getLogger(__name__)
+
+
+class EngineError(RuntimeError):
+    """The requested engine cannot be built; the message says why and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Engine:
+    name: str  # "classical" or "sam-xmem"
+    segmenter: Segmenter
+    tracker: Tracker
+    model_version: str
+    checkpoints: dict[str, str]  # what was loaded, for /health
+
+
+def resolve_engine_name(settings: Settings) -> str:
+    """The engine ``settings`` ask for, with ``auto`` resolved."""
+    if settings.engine != "auto":
+        return settings.engine
+    if settings.sam_checkpoint and settings.xmem_checkpoint:
+        return "sam-xmem"
+    if settings.sam_checkpoint or settings.xmem_checkpoint:
+        log.warning(
+            "only one of SAM_CHECKPOINT / XMEM_CHECKPOINT is set; the SAM+XMem engine needs "
+            "both, using the weights-free classical engine"
+        )
+    return "classical"
+
+
+def build_classical() -> Engine:
+    from backend.segmenter.classical import ClassicalSegmenter
+    from backend.tracker.classical import ClassicalTracker
+
+    return Engine(
+        name="classical",
+        segmenter=ClassicalSegmenter(),
+        tracker=ClassicalTracker(),
+        model_version=f"tam-classical-{__version__}",
+        checkpoints={},
+    )
+
+
+def build_sam_xmem(settings: Settings) -> Engine:
+    from backend.segmenter.sam import SamSegmenter
+    from backend.tracker.xmem.tracker import XMemTracker
+
+    missing = [
+        name
+        for name, path in (
+            ("SAM_CHECKPOINT", settings.sam_checkpoint),
+            ("XMEM_CHECKPOINT", settings.xmem_checkpoint),
+        )
+        if not path
+    ]
+    if missing:
+        raise EngineError(f"ENGINE=sam-xmem needs {' and '.join(missing)}")
+    try:
+        segmenter = SamSegmenter(
+            checkpoint=settings.sam_checkpoint,
+            model_type=settings.sam_model_type,
+            device=settings.device,
+            cache_dir=settings.model_dir / "sam-embeddings",
+        )
+        tracker = XMemTracker(
+            checkpoint=settings.xmem_checkpoint,
+            device=settings.device,
+            internal_size=settings.internal_size or None,
+        )
+    except Exception as exc:
+        raise EngineError(f"cannot load the SAM+XMem checkpoints: {exc}") from exc
+    return Engine(
+        name="sam-xmem",
+        segmenter=segmenter,
+        tracker=tracker,
+        model_version=f"tam-sam_{settings.sam_model_type}-xmem-{__version__}",
+        checkpoints={
+            "sam": str(settings.sam_checkpoint),
+            "xmem": str(settings.xmem_checkpoint),
+        },
+    )
+
+
+def build_engine(name: str = "auto", settings: Settings | None = None) -> Engine:
+    """Build the engine called ``name`` (``auto``, ``classical`` or ``sam-xmem``)."""
+    settings = settings or Settings.from_env()
+    if name == "auto":
+        name = resolve_engine_name(settings)
+    if name == "classical":
+        return build_classical()
+    if name == "sam-xmem":
+        return build_sam_xmem(settings)
+    raise EngineError(f"unknown engine {name!r}; expected auto, classical or sam-xmem")

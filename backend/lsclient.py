@@ -1,0 +1,66 @@
+"""Connection to Label Studio: auth headers and the SDK client.
+
+``LABEL_STUDIO_API_KEY`` may be a Personal Access Token (a JWT refresh
+token, exchanged by label-studio-sdk for a 5-minute access JWT, refreshed as
+needed) or a legacy token (sent as ``Token <key>``). Tokens never reach logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from functools import cached_property
+
+from backend.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+class LabelStudioAuthError(RuntimeError):
+    """Label Studio refused our token or cannot be reached for auth."""
+
+
+class LabelStudioConnection:
+    """Lazily built SDK client for ``settings.label_studio_url``."""
+
+    def __init__(self, settings: Settings):
+        self.url = settings.label_studio_url
+        self._api_key = settings.label_studio_api_key
+        self._lock = threading.Lock()
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.url and self._api_key)
+
+    @cached_property
+    def client(self):
+        """The label-studio-sdk ``LabelStudio`` client (PAT refresh handled by the SDK)."""
+        from label_studio_sdk.client import LabelStudio
+
+        if not self.configured:
+            raise LabelStudioAuthError(
+                "LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY must be set to reach Label Studio"
+            )
+        try:
+            return LabelStudio(base_url=self.url, api_key=self._api_key)
+        except Exception as exc:  # the SDK raises ApiError for expired/invalid JWTs
+            raise LabelStudioAuthError(f"LABEL_STUDIO_API_KEY rejected: {_safe(exc)}") from None
+
+    def auth_header(self) -> dict[str, str]:
+        """``Authorization`` header for LS-hosted media (fresh access JWT or legacy token)."""
+        with self._lock:
+            try:
+                headers = self.client._client_wrapper.get_headers()
+            except LabelStudioAuthError:
+                raise
+            except Exception as exc:
+                raise LabelStudioAuthError(
+                    f"cannot get an access token from {self.url}: {_safe(exc)}"
+                ) from None
+        return {"Authorization": headers["Authorization"]}
+
+
+def _safe(exc: Exception) -> str:
+    """Exception text without anything that looks like a token."""
+    text = str(exc)
+    return text if len(text) < 300 else text[:300] + "…"

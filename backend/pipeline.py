@@ -1,0 +1,199 @@
+"""The Track-Anything pipeline: keyframe masks → propagation → per-frame masks.
+
+1. **Keyframes.** For every object, each frame with clicks gets a mask from
+   the segmenter (a painted mask on that frame, if any, is the prior); a frame
+   with only a painted mask uses it as is. The image is encoded once per frame
+   for all objects.
+2. **Propagation.** One tracker pass runs backward from the latest *first*
+   keyframe to frame 0 and one forward from the earliest first keyframe to the
+   end; later keyframes (corrections) are injected on the way. An object uses
+   the forward pass from its first keyframe on and the backward pass before it.
+3. **Scores.** Each (frame, object) gets a quality score in [0, 1]: the
+   segmenter's score on keyframes, the tracker's mean confidence elsewhere.
+
+:func:`segment_video` streams :class:`~backend.types.FramePrediction` in the
+order frames are finished (backward part first, then forward).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Hashable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from backend.engine import Engine
+from backend.media import FrameSource
+from backend.tracker.base import TrackedFrame
+from backend.types import Click, FramePrediction, ObjectPrompt
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+
+
+class Cancelled(RuntimeError):
+    """Raised inside :func:`segment_video` when ``should_stop`` returns True."""
+
+
+@dataclass
+class Keyframe:
+    mask: np.ndarray
+    score: float
+
+
+def _clicks_to_arrays(clicks: list[Click]) -> tuple[np.ndarray, np.ndarray]:
+    pts = np.array([[c.x, c.y] for c in clicks], dtype=np.float32).reshape(-1, 2)
+    lab = np.array([1 if c.positive else 0 for c in clicks], dtype=np.int32)
+    return pts, lab
+
+
+def segment_keyframes(
+    engine: Engine,
+    frames: FrameSource,
+    objects: list[ObjectPrompt],
+    *,
+    cache_key: Hashable | None = None,
+) -> dict[int, dict[int, Keyframe]]:
+    """Masks for every keyframe: ``{frame: {obj_id: Keyframe}}``."""
+    by_frame: dict[int, list[ObjectPrompt]] = {}
+    for obj in objects:
+        for k in obj.keyframes:
+            by_frame.setdefault(k, []).append(obj)
+    out: dict[int, dict[int, Keyframe]] = {}
+    for k in sorted(by_frame):
+        image = frames[k]
+        height, width = image.shape[:2]
+        encoded = False
+        for obj in by_frame[k]:
+            painted = obj.masks.get(k)
+            clicks = obj.clicks.get(k, [])
+            if painted is not None and painted.shape != (height, width):
+                raise ValueError(
+                    f"object {obj.label!r}: mask on frame {k} is {painted.shape[1]}x"
+                    f"{painted.shape[0]}, the frame is {width}x{height}"
+                )
+            if not clicks:
+                out.setdefault(k, {})[obj.obj_id] = Keyframe(painted.astype(bool), 1.0)
+                continue
+            if not encoded:
+                engine.segmenter.set_image(
+                    image, cache_key=None if cache_key is None else (cache_key, k)
+                )
+                encoded = True
+            pts, lab = _clicks_to_arrays(clicks)
+            prior = None if painted is None else painted.astype(np.float32)
+            res = engine.segmenter.predict(
+                pts, lab, mask_prior=prior, multimask_output=len(clicks) == 1
+            )
+            mask = res.best_mask().astype(bool)
+            out.setdefault(k, {})[obj.obj_id] = Keyframe(mask, float(res.best_score()))
+            log.debug("keyframe %d object %d: %d px", k, obj.obj_id, int(mask.sum()))
+    return out
+
+
+def confidence(probs: np.ndarray, channel: int, mask: np.ndarray) -> float:
+    """Mean winning probability of an object over its mask (0 if empty)."""
+    if not mask.any():
+        return 0.0
+    return float(probs[channel][mask].mean())
+
+
+def _frame_scores(tf: TrackedFrame) -> tuple[dict[int, np.ndarray], dict[int, float]]:
+    masks = tf.masks()
+    scores = {
+        oid: confidence(tf.probs, k + 1, masks[oid]) for k, oid in enumerate(tf.obj_ids)
+    }
+    return masks, scores
+
+
+def segment_video(
+    engine: Engine,
+    frames: FrameSource,
+    objects: list[ObjectPrompt],
+    *,
+    cache_key: Hashable | None = None,
+    progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Iterator[FramePrediction]:
+    """Masks for every frame of ``frames`` and every object (see module docstring).
+
+    ``progress(done, total)`` is called after each finished frame;
+    ``should_stop()`` is polled between frames and raises :class:`Cancelled`.
+    """
+    total = len(frames)
+    objects = [o for o in objects if o.keyframes]
+    if total == 0 or not objects:
+        return
+    for obj in objects:
+        bad = [k for k in obj.keyframes if not 0 <= k < total]
+        if bad:
+            raise ValueError(f"object {obj.label!r}: keyframe {bad[0]} outside 0..{total - 1}")
+    keyframes = segment_keyframes(engine, frames, objects, cache_key=cache_key)
+    first = {o.obj_id: o.keyframes[0] for o in objects}
+    kf_scores = {(k, oid): kf.score for k, d in keyframes.items() for oid, kf in d.items()}
+    anchor_fwd = min(first.values())
+    anchor_bwd = max(first.values())
+
+    done = 0
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total)
+        if should_stop is not None and should_stop():
+            raise Cancelled("stopped")
+
+    def finish(index: int, masks: dict[int, np.ndarray], scores: dict[int, float]):
+        for oid in list(scores):
+            if (index, oid) in kf_scores:
+                scores[oid] = kf_scores[(index, oid)]
+        return FramePrediction(index=index, masks=masks, scores=scores)
+
+    session = engine.tracker.start(frames)
+    try:
+        for k, objs in keyframes.items():
+            for oid, kf in objs.items():
+                session.add_mask(k, oid, kf.mask)
+        held: dict[int, tuple[dict[int, np.ndarray], dict[int, float]]] = {}
+        if anchor_bwd > 0:
+            for tf in session.propagate(anchor_bwd, reverse=True):
+                masks, scores = _frame_scores(tf)
+                if tf.index >= anchor_fwd:
+                    # both passes cover this frame: keep objects not yet born forward
+                    held[tf.index] = (
+                        {o: m for o, m in masks.items() if tf.index < first[o]},
+                        {o: s for o, s in scores.items() if tf.index < first[o]},
+                    )
+                    continue
+                yield finish(tf.index, masks, scores)
+                tick()
+        for tf in session.propagate(anchor_fwd):
+            masks, scores = _frame_scores(tf)
+            masks = {o: m for o, m in masks.items() if tf.index >= first[o]}
+            scores = {o: s for o, s in scores.items() if tf.index >= first[o]}
+            if tf.index in held:
+                bm, bs = held.pop(tf.index)
+                masks, scores = _merge(masks, scores, bm, bs)
+            yield finish(tf.index, masks, scores)
+            tick()
+    finally:
+        session.close()
+
+
+def _merge(
+    masks_a: dict[int, np.ndarray],
+    scores_a: dict[int, float],
+    masks_b: dict[int, np.ndarray],
+    scores_b: dict[int, float],
+) -> tuple[dict[int, np.ndarray], dict[int, float]]:
+    """Union of two disjoint object sets; pixels claimed twice go to the first set."""
+    taken = np.zeros_like(next(iter(masks_a.values()))) if masks_a else None
+    for m in masks_a.values():
+        taken |= m
+    masks = dict(masks_a)
+    for oid, m in masks_b.items():
+        masks[oid] = m & ~taken if taken is not None else m
+    return masks, {**scores_a, **scores_b}

@@ -1,0 +1,212 @@
+"""Label Studio interactive context → per-object prompts.
+
+LS re-sends, on every click, *all* keypoints of the clicked label across all
+frames (smart points carry ``is_positive``; plain points of the same label do
+not and count as positive). Points are in percent of the frame size and carry
+the frame in ``item_index``. Brush regions in the context (a mask the
+annotator painted or corrected) become keyframe masks.
+
+Object identity: one label = one object. Its id is the label's position in the
+BrushLabels control (1-based), so it is stable across requests, across
+"accept" (accepted regions keep their label) and across workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from backend.labelconfig import ProjectSchema
+from backend.types import Click, ObjectPrompt
+
+
+class PromptError(ValueError):
+    """The context cannot be turned into prompts; the message names the region."""
+
+
+@dataclass(frozen=True)
+class RelClick:
+    """A click in fractions of the frame size (0..1), as Label Studio sends it."""
+
+    fx: float
+    fy: float
+    positive: bool
+
+
+@dataclass
+class RelMask:
+    """A brush mask from the context with the size it was drawn at."""
+
+    rle: list[int]
+    width: int
+    height: int
+
+
+@dataclass
+class PromptSet:
+    """Parsed context: ``clicks[label][frame]`` and ``masks[label][frame]``."""
+
+    clicks: dict[str, dict[int, list[RelClick]]] = field(default_factory=dict)
+    masks: dict[str, dict[int, RelMask]] = field(default_factory=dict)
+
+    @property
+    def labels(self) -> list[str]:
+        return sorted(set(self.clicks) | set(self.masks))
+
+    def is_empty(self) -> bool:
+        return not self.clicks and not self.masks
+
+    def fingerprint(self) -> str:
+        """A stable hash of the prompts (same clicks → same hash), for caches."""
+        payload = {
+            "c": {
+                lab: {str(k): [(round(c.fx, 6), round(c.fy, 6), c.positive) for c in v]
+                      for k, v in sorted(frames.items())}
+                for lab, frames in sorted(self.clicks.items())
+            },
+            "m": {
+                lab: {str(k): hashlib.sha1(json.dumps(m.rle).encode()).hexdigest()
+                      for k, m in sorted(frames.items())}
+                for lab, frames in sorted(self.masks.items())
+            },
+        }
+        return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _region_label(region: dict[str, Any], keys: tuple[str, ...]) -> str:
+    value = region.get("value") or {}
+    for key in keys:
+        labels = value.get(key)
+        if isinstance(labels, list) and labels:
+            if not isinstance(labels[0], str):
+                break
+            return labels[0]
+    raise PromptError(f"region {region.get('id', '?')}: no label in value.{keys[0]}")
+
+
+def _item_index(region: dict[str, Any], num_frames: int) -> int:
+    raw = region.get("item_index", 0)
+    if raw is None:
+        raw = 0
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        raise PromptError(f"region {region.get('id', '?')}: item_index {raw!r} is not an integer")
+    if not 0 <= raw < num_frames:
+        raise PromptError(
+            f"region {region.get('id', '?')}: item_index {raw} is out of range "
+            f"(the task has {num_frames} frames)"
+        )
+    return raw
+
+
+def _percent(value: Any, name: str, region_id: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+        raise PromptError(f"region {region_id}: {name}={value!r} is not a number")
+    if not 0.0 <= float(value) <= 100.0:
+        raise PromptError(
+            f"region {region_id}: point {name}={value}% is outside the frame (0..100%)"
+        )
+    return float(value) / 100.0
+
+
+def parse_context(
+    context: dict[str, Any] | None, schema: ProjectSchema, num_frames: int
+) -> PromptSet:
+    """Read clicks and brush masks from an interactive ``context``.
+
+    Regions of other controls are ignored; keypoints whose label is not a
+    BrushLabels label raise :class:`PromptError` (we could not answer them).
+    """
+    prompts = PromptSet()
+    if not context:
+        return prompts
+    if not isinstance(context, dict):
+        raise PromptError("context must be a JSON object")
+    regions = context.get("result") or []
+    if not isinstance(regions, list):
+        raise PromptError("context.result must be a list")
+    for region in regions:
+        if not isinstance(region, dict):
+            raise PromptError("context.result items must be objects")
+        rtype = region.get("type")
+        from_name = region.get("from_name")
+        rid = str(region.get("id", "?"))
+        if rtype == "keypointlabels" and from_name in (schema.keypoint_name, None):
+            label = _region_label(region, ("keypointlabels", "labels"))
+            _check_label(label, schema, rid)
+            frame = _item_index(region, num_frames)
+            value = region.get("value") or {}
+            click = RelClick(
+                fx=_percent(value.get("x"), "x", rid),
+                fy=_percent(value.get("y"), "y", rid),
+                positive=region.get("is_positive", True) is not False,
+            )
+            prompts.clicks.setdefault(label, {}).setdefault(frame, []).append(click)
+        elif rtype == "brushlabels" and from_name in (schema.brush_name, None):
+            value = region.get("value") or {}
+            rle = value.get("rle")
+            if not isinstance(rle, list):
+                continue  # strokes ("touches") or data URLs are not brush masks we can read
+            label = _region_label(region, ("brushlabels", "labels"))
+            _check_label(label, schema, rid)
+            frame = _item_index(region, num_frames)
+            w, h = region.get("original_width"), region.get("original_height")
+            if not (isinstance(w, int) and isinstance(h, int) and w > 0 and h > 0):
+                raise PromptError(f"region {rid}: brush mask needs original_width/height")
+            prompts.masks.setdefault(label, {})[frame] = RelMask(rle=rle, width=w, height=h)
+    return prompts
+
+
+def _check_label(label: str, schema: ProjectSchema, rid: str) -> None:
+    if label not in schema.brush_labels:
+        raise PromptError(
+            f"region {rid}: label {label!r} is not a label of <BrushLabels "
+            f"name={schema.brush_name!r}> ({', '.join(schema.brush_labels) or 'none'}); "
+            "give the KeyPointLabels and BrushLabels the same label values"
+        )
+
+
+def object_id(label: str, schema: ProjectSchema) -> int:
+    """Stable object id of a label: its 1-based position in BrushLabels."""
+    return schema.brush_labels.index(label) + 1
+
+
+def to_object_prompts(
+    prompts: PromptSet,
+    schema: ProjectSchema,
+    frame_size: tuple[int, int],
+    decode_mask,
+) -> list[ObjectPrompt]:
+    """Convert relative prompts to pixel prompts for frames of ``frame_size`` (W, H).
+
+    ``decode_mask(rle, height, width) -> bool array`` decodes brush RLE; masks
+    drawn at another size are resized (nearest) to the frame size.
+    """
+    import cv2
+
+    width, height = frame_size
+    objects: list[ObjectPrompt] = []
+    for label in prompts.labels:
+        obj = ObjectPrompt(obj_id=object_id(label, schema), label=label)
+        for frame, clicks in sorted(prompts.clicks.get(label, {}).items()):
+            obj.clicks[frame] = [
+                Click(
+                    x=min(c.fx * width, width - 0.5),
+                    y=min(c.fy * height, height - 0.5),
+                    positive=c.positive,
+                )
+                for c in clicks
+            ]
+        for frame, m in sorted(prompts.masks.get(label, {}).items()):
+            mask = decode_mask(m.rle, m.height, m.width)
+            if (m.width, m.height) != (width, height):
+                mask = cv2.resize(
+                    mask.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST
+                ).astype(bool)
+            obj.masks[frame] = mask
+        objects.append(obj)
+    objects.sort(key=lambda o: o.obj_id)
+    return objects

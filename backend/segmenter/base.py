@@ -1,0 +1,64 @@
+"""The segmenter interface: clicks on one image → a mask (SamPredictor-like).
+
+Usage::
+
+    seg.set_image(rgb)                       # H×W×3 uint8 RGB, encoded once
+    out = seg.predict(points, labels)        # many cheap calls on that image
+    mask = out.best_mask()                   # H×W bool
+
+``points`` is an ``N×2`` float array of (x, y) in native pixels, ``labels`` an
+``N`` int array (1 = positive, 0 = negative). ``mask_prior`` is an optional
+``H×W`` float32 foreground probability at the native size (e.g. a tracker's
+output, or the previous answer on this frame); each segmenter converts it to
+its own prompt form (SAM: 1×256×256 logits in its padded, resized frame).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+@dataclass
+class SegmentOutput:
+    """``masks`` C×H×W bool, ``scores`` C float (predicted quality, 0..1),
+    ``low_res_logits`` C×256×256 float32 for SAM, ``None`` otherwise."""
+
+    masks: np.ndarray
+    scores: np.ndarray
+    low_res_logits: np.ndarray | None = None
+
+    def best_index(self) -> int:
+        return int(np.argmax(self.scores))
+
+    def best_mask(self) -> np.ndarray:
+        return self.masks[self.best_index()]
+
+    def best_score(self) -> float:
+        return float(self.scores[self.best_index()])
+
+
+@runtime_checkable
+class Segmenter(Protocol):
+    """Click-promptable single-image segmenter."""
+
+    name: str
+
+    def set_image(self, image: np.ndarray, *, cache_key: Hashable | None = None) -> None:
+        """Prepare ``image`` (H×W×3 uint8 RGB). ``cache_key`` (e.g. (task, frame))
+        lets an implementation reuse an earlier encoding of the same image."""
+        ...
+
+    def predict(
+        self,
+        point_coords: np.ndarray,
+        point_labels: np.ndarray,
+        *,
+        mask_prior: np.ndarray | None = None,
+        multimask_output: bool = True,
+    ) -> SegmentOutput:
+        """Segment the current image from clicks (see module docstring)."""
+        ...

@@ -1,0 +1,38 @@
+"""Error types of the HTTP layer and how each maps to a status code."""
+
+from __future__ import annotations
+
+from backend.engine import EngineError
+from backend.labelconfig import LabelConfigError
+from backend.lsclient import LabelStudioAuthError
+from backend.media import MediaError
+from backend.prompts import PromptError
+
+
+class RequestError(ValueError):
+    """The request body is invalid; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+# Most specific first. Everything else is a 500 with a generic message.
+STATUS_BY_ERROR: tuple[tuple[type[BaseException], int], ...] = (
+    (RequestError, 400),
+    (LabelConfigError, 422),
+    (PromptError, 422),
+    (MediaError, 422),
+    (LabelStudioAuthError, 502),
+    (EngineError, 503),
+)
+
+
+def status_for(exc: BaseException) -> int | None:
+    """HTTP status for a known error type, None for unexpected errors."""
+    if isinstance(exc, RequestError):
+        return exc.status
+    for cls, status in STATUS_BY_ERROR:
+        if isinstance(exc, cls):
+            return status
+    return None

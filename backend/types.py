@@ -1,0 +1,49 @@
+"""Plain data messages shared by the engine modules.
+
+Coordinates are always **pixels of the native frame** (x to the right, y down,
+origin at the top-left corner of the top-left pixel); masks are ``H×W`` bool
+arrays at the native frame size unless stated otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Click:
+    """One annotator click: a point in native frame pixels, positive or negative."""
+
+    x: float
+    y: float
+    positive: bool = True
+
+
+@dataclass
+class ObjectPrompt:
+    """Everything the annotator said about one object.
+
+    ``obj_id`` is a stable small integer (1, 2, ...) that survives across
+    requests for the same label; ``clicks`` and ``masks`` are keyed by frame
+    index. A frame with clicks or a mask is a *keyframe* for that object.
+    """
+
+    obj_id: int
+    label: str
+    clicks: dict[int, list[Click]] = field(default_factory=dict)
+    masks: dict[int, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def keyframes(self) -> list[int]:
+        return sorted(set(self.clicks) | set(self.masks))
+
+
+@dataclass
+class FramePrediction:
+    """Masks of every object on one frame, with a quality score in [0, 1] each."""
+
+    index: int
+    masks: dict[int, np.ndarray]
+    scores: dict[int, float]
