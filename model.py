@@ -111,7 +111,7 @@ class TrackAnythingModel:
 
     def webhook(self, body: dict[str, Any]) -> dict[str, Any]:
         action = body.get("action")
-        if action not in KNOWN_EVENTS:
+        if not isinstance(action, str) or action not in KNOWN_EVENTS:
             return {"status": "ignored", "action": str(action)[:100]}
         task = body.get("task")
         if isinstance(task, dict) and isinstance(task.get("id"), int):

@@ -1,0 +1,96 @@
+"""The pipeline's keyframe / propagation / merge logic, on a fake engine."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from backend.media import ArrayFrameSource
+from backend.pipeline import Cancelled, segment_video
+from backend.types import Click, ObjectPrompt
+from tests.conftest import fake_engine
+
+
+def frames(n=8, h=60, w=80):
+    return ArrayFrameSource([np.full((h, w, 3), i, np.uint8) for i in range(n)])
+
+
+def run(objs, n=8, **kw):
+    engine = fake_engine()
+    out = list(segment_video(engine, frames(n), objs, **kw))
+    return engine, out
+
+
+def test_one_click_covers_every_frame_once():
+    obj = ObjectPrompt(1, "A", clicks={3: [Click(40, 30)]})
+    _, out = run([obj])
+    assert sorted(fp.index for fp in out) == list(range(8))
+    assert [fp.index for fp in out][:3] == [2, 1, 0], "backward part first"
+    for fp in out:
+        assert fp.masks[1][30, 40] and fp.scores[1] > 0
+
+
+def test_keyframe_score_comes_from_the_segmenter():
+    obj = ObjectPrompt(1, "A", clicks={0: [Click(40, 30)]})
+    _, out = run([obj])
+    by_index = {fp.index: fp for fp in out}
+    assert by_index[0].scores[1] == pytest.approx(0.9)
+    assert by_index[5].scores[1] == pytest.approx(0.8)
+
+
+def test_objects_born_on_different_frames():
+    a = ObjectPrompt(1, "A", clicks={1: [Click(15, 15)]})
+    b = ObjectPrompt(2, "B", clicks={5: [Click(60, 40)]})
+    _, out = run([a, b])
+    assert sorted(fp.index for fp in out) == list(range(8))
+    for fp in out:
+        assert set(fp.masks) == {1, 2}, fp.index
+        assert fp.masks[1][15, 15] and fp.masks[2][40, 60]
+        assert not (fp.masks[1] & fp.masks[2]).any()
+
+
+def test_correction_on_a_later_frame_wins_from_there():
+    obj = ObjectPrompt(1, "A", clicks={0: [Click(15, 15)], 4: [Click(60, 40)]})
+    _, out = run([obj])
+    by_index = {fp.index: fp.masks[1] for fp in out}
+    assert by_index[3][15, 15] and not by_index[3][40, 60]
+    assert by_index[4][40, 60] and not by_index[4][15, 15]
+    assert by_index[7][40, 60]
+
+
+def test_one_encode_per_keyframe_for_all_objects():
+    a = ObjectPrompt(1, "A", clicks={2: [Click(15, 15)]})
+    b = ObjectPrompt(2, "B", clicks={2: [Click(60, 40)]})
+    engine, _ = run([a, b])
+    assert engine.segmenter.set_calls == 1
+
+
+def test_painted_mask_without_clicks_is_used_as_is():
+    m = np.zeros((60, 80), bool)
+    m[5:10, 5:10] = True
+    _, out = run([ObjectPrompt(1, "A", masks={2: m})])
+    assert all((fp.masks[1] == m).all() for fp in out)
+
+
+def test_negative_only_click_gives_empty_masks():
+    obj = ObjectPrompt(1, "A", clicks={0: [Click(40, 30, positive=False)]})
+    _, out = run([obj])
+    assert len(out) == 8 and not any(fp.masks[1].any() for fp in out)
+
+
+def test_keyframe_outside_the_video():
+    with pytest.raises(ValueError, match="outside"):
+        run([ObjectPrompt(1, "A", clicks={9: [Click(1, 1)]})])
+
+
+def test_progress_and_cancel():
+    seen = []
+    obj = ObjectPrompt(1, "A", clicks={0: [Click(40, 30)]})
+    run([obj], progress=lambda d, t: seen.append((d, t)))
+    assert seen[-1] == (8, 8) and len(seen) == 8
+    with pytest.raises(Cancelled):
+        run([obj], should_stop=lambda: True)
+
+
+def test_no_objects_yields_nothing():
+    assert run([])[1] == []

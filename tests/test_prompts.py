@@ -1,0 +1,117 @@
+"""LS context → prompts: grouping, polarity, coordinates, identity and bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from backend import rle
+from backend.labelconfig import parse_label_config
+from backend.prompts import PromptError, object_id, parse_context, to_object_prompts
+from tests.conftest import load_fixture
+
+CONFIG = """<View>
+  <Image name="img" valueList="$clip"/>
+  <BrushLabels name="masks" toName="img"><Label value="Car"/><Label value="Person"/></BrushLabels>
+  <KeyPointLabels name="clicks" toName="img" smart="true">
+    <Label value="Car" smart="true"/><Label value="Person" smart="true"/>
+  </KeyPointLabels>
+</View>"""
+SCHEMA = parse_label_config(CONFIG)
+
+
+def kp(x, y, frame, label="Car", positive=None, **extra):
+    region = {
+        "type": "keypointlabels",
+        "from_name": "clicks",
+        "to_name": "img",
+        "item_index": frame,
+        "original_width": 200,
+        "original_height": 100,
+        "value": {"x": x, "y": y, "keypointlabels": [label]},
+    }
+    if positive is not None:
+        region["is_positive"] = positive
+    region.update(extra)
+    return region
+
+
+def test_names_come_from_the_config():
+    assert (SCHEMA.image_name, SCHEMA.frames_key, SCHEMA.brush_name, SCHEMA.keypoint_name) == (
+        "img",
+        "clip",
+        "masks",
+        "clicks",
+    )
+
+
+def test_groups_by_frame_and_label_missing_polarity_is_positive():
+    ctx = {
+        "result": [
+            kp(10, 20, 2),
+            kp(30, 40, 2, positive=False),
+            kp(50, 50, 5, label="Person", positive=True),
+        ]
+    }
+    p = parse_context(ctx, SCHEMA, num_frames=8)
+    assert sorted(p.clicks) == ["Car", "Person"]
+    car = p.clicks["Car"][2]
+    assert [c.positive for c in car] == [True, False]
+    assert car[0].fx == pytest.approx(0.10) and car[0].fy == pytest.approx(0.20)
+    objs = to_object_prompts(p, SCHEMA, (200, 100), rle.decode)
+    assert [o.obj_id for o in objs] == [1, 2]
+    assert objs[0].clicks[2][0].x == pytest.approx(20) and objs[0].clicks[2][0].y == pytest.approx(20)
+    assert objs[1].keyframes == [5]
+
+
+def test_object_ids_are_stable_label_positions():
+    assert object_id("Car", SCHEMA) == 1 and object_id("Person", SCHEMA) == 2
+
+
+def test_fingerprint_changes_with_clicks_only():
+    a = parse_context({"result": [kp(10, 20, 2)]}, SCHEMA, 8)
+    b = parse_context({"result": [kp(10, 20, 2)]}, SCHEMA, 8)
+    c = parse_context({"result": [kp(10, 21, 2)]}, SCHEMA, 8)
+    assert a.fingerprint() == b.fingerprint() != c.fingerprint()
+
+
+@pytest.mark.parametrize(
+    "region, message",
+    [
+        (kp(101, 20, 0), "outside the frame"),
+        (kp(-1, 20, 0), "outside the frame"),
+        (kp("a", 20, 0), "not a number"),
+        (kp(10, 20, 8), "out of range"),
+        (kp(10, 20, -1), "out of range"),
+        (kp(10, 20, 1.5), "not an integer"),
+        (kp(10, 20, 0, label="Dog"), "not a label"),
+    ],
+)
+def test_bad_regions_raise_clear_errors(region, message):
+    with pytest.raises(PromptError, match=message):
+        parse_context({"result": [region]}, SCHEMA, num_frames=8)
+
+
+def test_brush_mask_in_context_is_a_keyframe():
+    mask = np.zeros((100, 200), bool)
+    mask[10:30, 40:90] = True
+    region = {
+        "type": "brushlabels",
+        "from_name": "masks",
+        "item_index": 3,
+        "original_width": 200,
+        "original_height": 100,
+        "value": {"format": "rle", "rle": rle.encode(mask), "brushlabels": ["Person"]},
+    }
+    p = parse_context({"result": [region]}, SCHEMA, 8)
+    objs = to_object_prompts(p, SCHEMA, (400, 200), rle.decode)  # frames are 2x larger
+    assert objs[0].obj_id == 2 and objs[0].keyframes == [3]
+    assert objs[0].masks[3].shape == (200, 400) and objs[0].masks[3].sum() == 4 * mask.sum()
+
+
+def test_real_frontend_context_parses():
+    body = load_fixture("06_")["body"]
+    schema = parse_label_config(body["label_config"])
+    p = parse_context(body["params"]["context"], schema, len(body["tasks"][0]["data"]["frames"]))
+    flags = [c.positive for clicks in p.clicks["Object"].values() for c in clicks]
+    assert False in flags and True in flags
