@@ -7,6 +7,8 @@ prompt memory and result caching live here; segmentation and tracking live in
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import threading
 import time
@@ -18,13 +20,22 @@ from typing import Any
 from backend import __version__, rle
 from backend.config import Settings
 from backend.engine import Engine, EngineError, build_engine, resolve_engine_name
+from backend.jobs import Job, JobManager, JobSpec, JobStore
 from backend.labelconfig import ProjectSchema, parse_label_config
+from backend.lsclient import LabelStudioConnection, replace_prediction
 from backend.media import FrameSource, MediaFetcher, TaskFrameCache
-from backend.pipeline import segment_video
-from backend.prompts import PromptSet, parse_context, to_object_prompts
-from backend.results import ObjectInfo, build_prediction, low_quality_frames
+from backend.pipeline import segment_keyframes, segment_video
+from backend.prompts import (
+    PromptSet,
+    parse_context,
+    prompts_from_json,
+    prompts_to_json,
+    to_object_prompts,
+)
+from backend.results import assemble_prediction, frame_regions
 from backend.server.errors import RequestError
 from backend.server.metrics import Metrics
+from backend.types import FramePrediction
 
 log = logging.getLogger("tam.model")
 
@@ -55,8 +66,9 @@ class TrackAnythingModel:
     ):
         self.settings = settings
         self.metrics = metrics or Metrics()
+        self.connection = LabelStudioConnection(settings)
         self.frames = frames or TaskFrameCache(
-            MediaFetcher(settings),
+            MediaFetcher(settings, self.connection),
             frames_per_task=settings.frame_cache_size,
             max_pixels=settings.max_frame_pixels,
         )
@@ -71,9 +83,19 @@ class TrackAnythingModel:
         except EngineError as exc:
             self.engine_error = str(exc)
             log.error("engine %s failed to load: %s", self.engine_name, exc)
-        self._lock = threading.Lock()  # one propagation at a time per process
+        self._lock = threading.Lock()  # prompt memory and result cache
+        self._segment_lock = threading.Lock()  # the segmenter holds one image at a time
         self._memory: OrderedDict[int, PromptSet] = OrderedDict()
-        self._results: OrderedDict[tuple, dict[str, Any]] = OrderedDict()
+        self._results: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self.jobs = JobManager(
+            JobStore(settings.model_dir / "jobs.sqlite3"),
+            self._run_job,
+            writer=self._write_to_ls,
+            workers=settings.job_workers,
+            on_done=self._job_done,
+        )
+        if self.engine is not None:
+            self.jobs.resume_interrupted()
 
     # ------------------------------------------------------------------ info endpoints
     @property
@@ -124,6 +146,7 @@ class TrackAnythingModel:
     def predict(self, body: dict[str, Any]) -> dict[str, Any]:
         if self.engine is None:
             raise EngineError(self.engine_error or "engine not loaded")
+        deadline = time.monotonic() + self.settings.predict_budget_s
         tasks = body.get("tasks")
         if not isinstance(tasks, list) or not tasks:
             raise RequestError("predict: 'tasks' must be a non-empty list")
@@ -136,12 +159,17 @@ class TrackAnythingModel:
             raise RequestError("predict: 'params' must be an object")
         context = params.get("context")
         if context:
-            return {"results": [self._predict_task(tasks[0], schema, context=context)]}
-        return {"results": [self._predict_task(t, schema, context=None) for t in tasks]}
+            tasks = tasks[:1]  # LS uses only results[0] of an interactive answer
+        pending = [self._start_task(t, schema, config, context=context or None) for t in tasks]
+        return {"results": [self._answer(p, deadline) for p in pending]}
 
-    def _predict_task(
-        self, task: Any, schema: ProjectSchema, *, context: dict[str, Any] | None
-    ) -> dict[str, Any]:
+    def _start_task(
+        self, task: Any, schema: ProjectSchema, config: str, *, context: dict[str, Any] | None
+    ) -> dict[str, Any] | Job:
+        """Validate a task, compute its keyframes and start its propagation job.
+
+        Returns a finished prediction (cache hit, no prompts) or the running :class:`Job`.
+        """
         if not isinstance(task, dict):
             raise RequestError("predict: each task must be an object")
         task_id = task.get("id") if isinstance(task.get("id"), int) else None
@@ -165,17 +193,160 @@ class TrackAnythingModel:
                     task_id,
                 )
                 return {"result": [], "score": 0.0, "model_version": self.model_version}
-        key = (task_id, tuple(urls), prompts.fingerprint(), tuple(answer_labels), self.model_version)
+        key = _job_key(task_id, urls, prompts.fingerprint(), answer_labels, self.model_version)
         cached = self._results.get(key)
         if cached is not None:
             log.info("task %s: prompts unchanged, answering from the result cache", task_id)
             return cached
         frames = self.frames.frames(task_id, urls)
-        prediction = self._run(task_id, frames, prompts, schema, answer_labels)
-        self._results[key] = prediction
-        while len(self._results) > 16:
-            self._results.popitem(last=False)
+        objects = self._objects(frames, prompts, schema)
+        with self._segment_lock:
+            keyframes = segment_keyframes(self.engine, frames, objects, cache_key=task_id)
+        spec = JobSpec(
+            task_id=task_id,
+            key=key,
+            urls=list(urls),
+            label_config=config,
+            prompts=prompts_to_json(prompts),
+            answer_labels=list(answer_labels),
+            model_version=self.model_version,
+        )
+        return self.jobs.submit(spec, keyframes=keyframes)
+
+    def _answer(self, pending: dict[str, Any] | Job, deadline: float) -> dict[str, Any]:
+        """The full prediction if the job ends before ``deadline``, else what is done so far."""
+        if isinstance(pending, dict):
+            return pending
+        job = pending
+        job.finished.wait(max(0.0, deadline - time.monotonic()))
+        with job.lock:
+            if job.prediction is not None:
+                return job.prediction
+            if job.state.status == "failed":
+                if job.exception is not None:
+                    raise job.exception
+                raise RuntimeError(job.state.error or "propagation failed")
+            job.state.deliver_to_ls = self.connection.configured and job.spec.task_id is not None
+            partial = assemble_prediction(
+                [*job.keyframe_regions, *job.regions],
+                list(job.scores),
+                model_version=self.model_version,
+            )
+        log.info(
+            "task %s: budget of %.0fs reached at %d/%d frames; job %s continues%s",
+            job.spec.task_id,
+            self.settings.predict_budget_s,
+            job.state.frames_done,
+            job.state.frames_total,
+            job.state.id,
+            " and will write the full prediction to Label Studio"
+            if job.state.deliver_to_ls
+            else " (LABEL_STUDIO_URL/API_KEY not set: re-send the click to get the full result)",
+        )
+        return partial
+
+    def _objects(self, frames: FrameSource, prompts: PromptSet, schema: ProjectSchema):
+        first_key = min(
+            min(prompts.clicks.get(lab, {}).keys() | prompts.masks.get(lab, {}).keys())
+            for lab in prompts.labels
+        )
+        height, width = frames[first_key].shape[:2]
+        return to_object_prompts(prompts, schema, (width, height), rle.decode)
+
+    def _run_job(self, job: Job, progress: Callable[[], None]) -> dict[str, Any]:
+        """Propagate one job (in a worker thread); regions accumulate on the job as frames finish."""
+        assert self.engine is not None
+        spec = job.spec
+        schema = parse_label_config(spec.label_config)
+        frames = self.frames.frames(spec.task_id, spec.urls)
+        prompts = prompts_from_json(spec.prompts)
+        objects = self._objects(frames, prompts, schema)
+        labels = {o.obj_id: o.label for o in objects if o.label in spec.answer_labels}
+        keyframes = job.keyframes
+        if keyframes is None:  # resumed after a crash: compute them again
+            with self._segment_lock:
+                keyframes = segment_keyframes(self.engine, frames, objects, cache_key=spec.task_id)
+        with job.lock:  # a resumed job starts over
+            job.state.frames_total = len(frames)
+            job.state.frames_done = 0
+            job.regions, job.scores = [], []
+            job.keyframe_regions = _keyframe_regions(keyframes, labels, schema)
+        t0 = time.perf_counter()
+        for fp in segment_video(
+            self.engine,
+            frames,
+            objects,
+            keyframes=keyframes,
+            should_stop=job.cancel.is_set,
+        ):
+            regions = frame_regions(fp, labels, schema)
+            with job.lock:
+                job.regions.extend(regions)
+                job.scores.extend(s for o, s in fp.scores.items() if o in labels)
+                job.keyframe_regions = [
+                    r for r in job.keyframe_regions if r.get("item_index", 0) != fp.index
+                ]
+                job.state.frames_done += 1
+            progress()
+        elapsed = time.perf_counter() - t0
+        self.metrics.inc(
+            "frames_processed_total", len(frames), help="frames segmented", engine=self.engine.name
+        )
+        with job.lock:
+            prediction = assemble_prediction(
+                job.regions, job.scores, model_version=spec.model_version
+            )
+        low = sorted(
+            {
+                r.get("item_index", 0)
+                for r in prediction["result"]
+                if r["score"] < self.settings.quality_threshold
+            }
+        )
+        log.info(
+            "task %s: %d frames × %d object(s) in %.2fs (%.1f frames/s); score %.3f; "
+            "%d frame(s) below quality %.2f%s",
+            spec.task_id,
+            len(frames),
+            len(labels),
+            elapsed,
+            len(frames) / elapsed if elapsed > 0 else 0.0,
+            prediction["score"],
+            len(low),
+            self.settings.quality_threshold,
+            f": {low[:20]}" if low else "",
+        )
         return prediction
+
+    def _job_done(self, job: Job) -> None:
+        if job.prediction is not None:
+            with self._lock:
+                self._results[job.spec.key] = job.prediction
+                while len(self._results) > 16:
+                    self._results.popitem(last=False)
+
+    def _write_to_ls(self, spec: JobSpec, prediction: dict[str, Any]) -> int | None:
+        if spec.task_id is None or not self.connection.configured:
+            return None
+        return replace_prediction(
+            self.connection, spec.task_id, prediction, model_version=spec.model_version
+        )
+
+    def list_jobs(self) -> dict[str, Any]:
+        return {"jobs": [s.public() for s in self.jobs.store.list()]}
+
+    def get_job(self, job_id: str) -> dict[str, Any] | None:
+        state = self.jobs.get(job_id)
+        return None if state is None else state.public()
+
+    def refresh_metrics(self) -> None:
+        for status in ("queued", "running", "done", "failed", "superseded", "cancelled"):
+            self.metrics.set(
+                "jobs",
+                self.jobs.counts().get(status, 0),
+                help="propagation jobs in this process by status",
+                status=status,
+            )
 
     def _frame_urls(self, task: dict[str, Any], schema: ProjectSchema) -> list[str]:
         data = task.get("data")
@@ -223,17 +394,11 @@ class TrackAnythingModel:
         with self._lock:
             known = self._memory.get(task_id, PromptSet())
             merged = PromptSet(
-                clicks={**known.clicks, **prompts.clicks},
-                masks={
-                    **{k: v for k, v in known.masks.items() if k not in prompts.clicks},
-                    **prompts.masks,
-                },
+                clicks={k: v for k, v in known.clicks.items() if k not in prompts.labels},
+                masks={k: v for k, v in known.masks.items() if k not in prompts.labels},
             )
-            for label in prompts.labels:  # the context is authoritative for its labels
-                if label not in prompts.masks:
-                    merged.masks.pop(label, None)
-                if label not in prompts.clicks:
-                    merged.clicks.pop(label, None)
+            merged.clicks.update(prompts.clicks)
+            merged.masks.update(prompts.masks)
             self._memory[task_id] = merged
             self._memory.move_to_end(task_id)
             while len(self._memory) > 256:
@@ -242,57 +407,33 @@ class TrackAnythingModel:
 
     def _forget_results(self, task_id: int) -> None:
         with self._lock:
-            for key in [k for k in self._results if k[0] == task_id]:
+            for key in [k for k, v in self._results.items() if _key_task(k) == task_id]:
                 del self._results[key]
 
-    def _run(
-        self,
-        task_id: int | None,
-        frames: FrameSource,
-        prompts: PromptSet,
-        schema: ProjectSchema,
-        answer_labels: list[str],
-    ) -> dict[str, Any]:
-        assert self.engine is not None
-        first_key = min(
-            min(prompts.clicks.get(lab, {}).keys() | prompts.masks.get(lab, {}).keys())
-            for lab in prompts.labels
+
+def _job_key(task_id, urls, fingerprint: str, labels, model_version: str) -> str:
+    digest = hashlib.sha1(
+        json.dumps([task_id, list(urls), fingerprint, sorted(labels), model_version]).encode()
+    ).hexdigest()[:20]
+    return f"{task_id}:{digest}"
+
+
+def _key_task(key: str) -> int | None:
+    head = key.split(":", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+def _keyframe_regions(keyframes, labels: dict[int, str], schema: ProjectSchema) -> list[dict]:
+    """Regions of the keyframe masks, shown in a partial answer until their frame is done."""
+    out = []
+    for k, objs in keyframes.items():
+        fp = FramePrediction(
+            index=k,
+            masks={o: kf.mask for o, kf in objs.items()},
+            scores={o: kf.score for o, kf in objs.items()},
         )
-        height, width = frames[first_key].shape[:2]
-        objects = to_object_prompts(prompts, schema, (width, height), rle.decode)
-        t0 = time.perf_counter()
-        with self._lock:
-            out = list(segment_video(self.engine, frames, objects, cache_key=task_id))
-        elapsed = time.perf_counter() - t0
-        wanted = {o.obj_id for o in objects if o.label in answer_labels}
-        for fp in out:
-            fp.masks = {k: v for k, v in fp.masks.items() if k in wanted}
-            fp.scores = {k: v for k, v in fp.scores.items() if k in wanted}
-        self.metrics.inc(
-            "frames_processed_total", len(out), help="frames segmented", engine=self.engine.name
-        )
-        prediction = build_prediction(
-            out,
-            [ObjectInfo(o.obj_id, o.label) for o in objects if o.obj_id in wanted],
-            schema,
-            model_version=self.model_version,
-            quality_threshold=self.settings.quality_threshold,
-        )
-        low = low_quality_frames(out, self.settings.quality_threshold)
-        log.info(
-            "task %s: %d frames × %d object(s) in %.2fs (%.1f frames/s); score %.3f; "
-            "%d frame(s) below quality %.2f%s",
-            task_id,
-            len(out),
-            len(wanted),
-            elapsed,
-            len(out) / elapsed if elapsed > 0 else 0.0,
-            prediction["score"],
-            len(low),
-            self.settings.quality_threshold,
-            f": {low[:20]}" if low else "",
-        )
-        return prediction
+        out.extend(frame_regions(fp, labels, schema))
+    return out
 
 
 def _exists(path: Path | None) -> bool:

@@ -57,6 +57,13 @@ def _choice(value: str, name: str, choices: tuple[str, ...]) -> str:
     return v
 
 
+def _engine(value: str) -> str:
+    """An engine name, or ``module:factory`` for a custom engine (see backend/engine.py)."""
+    if ":" in value.strip():
+        return value.strip()
+    return _choice(value, "ENGINE", ENGINES)
+
+
 def _path(value: str) -> Path | None:
     return Path(value).expanduser() if value.strip() else None
 
@@ -95,6 +102,9 @@ class Settings:
     quality_threshold: float = field(default=0.5, metadata={"env": "QUALITY_THRESHOLD"})
     model_dir: Path = field(default=Path("model_dir"), metadata={"env": "MODEL_DIR"})
 
+    predict_budget_s: float = field(default=60.0, metadata={"env": "PREDICT_BUDGET_S"})
+    job_workers: int = field(default=1, metadata={"env": "JOB_WORKERS"})
+
     basic_auth_user: str = field(default="", metadata={"env": "BASIC_AUTH_USER"})
     basic_auth_pass: str = field(default="", repr=False, metadata={"env": "BASIC_AUTH_PASS"})
     max_request_bytes: int = field(default=64 * 1024 * 1024, metadata={"env": "MAX_REQUEST_BYTES"})
@@ -128,21 +138,23 @@ class Settings:
             "frame_cache_size": _int(
                 get("FRAME_CACHE_SIZE", str(d.frame_cache_size)), "FRAME_CACHE_SIZE", 0
             ),
-            "engine": _choice(get("ENGINE", d.engine), "ENGINE", ENGINES),
+            "engine": _engine(get("ENGINE", d.engine)),
             "sam_checkpoint": _path(get("SAM_CHECKPOINT", "")),
             "sam_model_type": _choice(
                 get("SAM_MODEL_TYPE", d.sam_model_type), "SAM_MODEL_TYPE", SAM_MODEL_TYPES
             ),
             "xmem_checkpoint": _path(get("XMEM_CHECKPOINT", "")),
             "device": (get("DEVICE", d.device).strip() or "cpu"),
-            "internal_size": _int(
-                get("INTERNAL_SIZE", str(d.internal_size)), "INTERNAL_SIZE", 0
-            ),
+            "internal_size": _int(get("INTERNAL_SIZE", str(d.internal_size)), "INTERNAL_SIZE", 0),
             "refine": _choice(get("REFINE", d.refine), "REFINE", REFINE_MODES),
             "quality_threshold": _float(
                 get("QUALITY_THRESHOLD", str(d.quality_threshold)), "QUALITY_THRESHOLD", 0.0
             ),
             "model_dir": Path(get("MODEL_DIR", str(d.model_dir))).expanduser(),
+            "predict_budget_s": _float(
+                get("PREDICT_BUDGET_S", str(d.predict_budget_s)), "PREDICT_BUDGET_S", 0.0
+            ),
+            "job_workers": _int(get("JOB_WORKERS", str(d.job_workers)), "JOB_WORKERS", 1),
             "basic_auth_user": get("BASIC_AUTH_USER", ""),
             "basic_auth_pass": get("BASIC_AUTH_PASS", ""),
             "max_request_bytes": _int(

@@ -98,9 +98,27 @@ def build_sam_xmem(settings: Settings) -> Engine:
     )
 
 
+def load_custom_engine(spec: str, settings: Settings) -> Engine:
+    """A custom engine from ``ENGINE=package.module:factory`` (``factory(settings) -> Engine``)."""
+    import importlib
+
+    module_name, _, attr = spec.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise EngineError(f"ENGINE={spec!r}: cannot import the factory ({exc})") from None
+    engine = factory(settings)
+    if not isinstance(engine, Engine):
+        raise EngineError(f"ENGINE={spec!r}: the factory did not return an Engine")
+    return engine
+
+
 def build_engine(name: str = "auto", settings: Settings | None = None) -> Engine:
-    """Build the engine called ``name`` (``auto``, ``classical`` or ``sam-xmem``)."""
+    """Build the engine called ``name`` (``auto``, ``classical``, ``sam-xmem``, or
+    ``module:factory`` for a custom engine)."""
     settings = settings or Settings.from_env()
+    if ":" in name:
+        return load_custom_engine(name, settings)
     if name == "auto":
         name = resolve_engine_name(settings)
     if name == "classical":

@@ -47,13 +47,11 @@ def parse_label_config(config: str) -> ProjectSchema:
     except Exception as exc:  # the SDK raises several XML/validation types
         raise LabelConfigError(f"label config is not valid XML: {exc}") from None
 
-    brush = next(
-        (c for c in li.controls if c.tag == "BrushLabels" and c.to_name), None
-    )
+    brush = next((c for c in li.controls if c.tag == "BrushLabels" and c.to_name), None)
     if brush is None and any(o.tag == "Video" for o in li.objects):
         raise LabelConfigError(
             "this project labels a <Video>: Label Studio 1.23 cannot hold masks on <Video>. "
-            "Import the video as frames (<Image valueList=\"$frames\">, see "
+            'Import the video as frames (<Image valueList="$frames">, see '
             "docs/labeling-config.xml and docs/importing-video.md)"
         )
     if brush is None:

@@ -64,3 +64,31 @@ def _safe(exc: Exception) -> str:
     """Exception text without anything that looks like a token."""
     text = str(exc)
     return text if len(text) < 300 else text[:300] + "…"
+
+
+def replace_prediction(
+    connection: LabelStudioConnection, task_id: int, prediction: dict, *, model_version: str
+) -> int:
+    """Create ``prediction`` for the task, then delete our older ones (same model_version).
+
+    Creating first means the task never lacks a prediction; each call is one
+    atomic API request, so Label Studio never holds a half-written one.
+    Returns the new prediction's id.
+    """
+    client = connection.client
+    older = [
+        p.id
+        for p in client.predictions.list(task=task_id)
+        if getattr(p, "model_version", None) == model_version
+    ]
+    created = client.predictions.create(
+        task=task_id,
+        result=prediction["result"],
+        score=prediction.get("score"),
+        model_version=model_version,
+    )
+    for pid in older:
+        if pid != created.id:
+            client.predictions.delete(id=pid)
+    log.info("task %s: prediction %s written (%d older removed)", task_id, created.id, len(older))
+    return created.id

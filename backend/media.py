@@ -276,8 +276,14 @@ class TaskFrameCache:
     decoded frames. Keyed by task id and the frame URL list.
     """
 
-    def __init__(self, fetcher: MediaFetcher, *, max_tasks: int = 4, frames_per_task: int = 64,
-                 max_pixels: int | None = None):
+    def __init__(
+        self,
+        fetcher: MediaFetcher,
+        *,
+        max_tasks: int = 4,
+        frames_per_task: int = 64,
+        max_pixels: int | None = None,
+    ):
         self.fetcher = fetcher
         self.max_tasks = max_tasks
         self.frames_per_task = frames_per_task
@@ -295,8 +301,9 @@ class TaskFrameCache:
 
         def load(i: int) -> np.ndarray:
             data = self.fetcher.fetch(urls[i], task_id=task_id)
-            return decode_image(data, name=f"frame {i} ({_redact(urls[i])})",
-                                max_pixels=self.max_pixels)
+            return decode_image(
+                data, name=f"frame {i} ({_redact(urls[i])})", max_pixels=self.max_pixels
+            )
 
         src = LazyFrameSource(len(urls), load, cache_size=self.frames_per_task)
         with self._lock:

@@ -102,9 +102,7 @@ def confidence(probs: np.ndarray, channel: int, mask: np.ndarray) -> float:
 
 def _frame_scores(tf: TrackedFrame) -> tuple[dict[int, np.ndarray], dict[int, float]]:
     masks = tf.masks()
-    scores = {
-        oid: confidence(tf.probs, k + 1, masks[oid]) for k, oid in enumerate(tf.obj_ids)
-    }
+    scores = {oid: confidence(tf.probs, k + 1, masks[oid]) for k, oid in enumerate(tf.obj_ids)}
     return masks, scores
 
 
@@ -114,13 +112,16 @@ def segment_video(
     objects: list[ObjectPrompt],
     *,
     cache_key: Hashable | None = None,
+    keyframes: dict[int, dict[int, Keyframe]] | None = None,
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> Iterator[FramePrediction]:
     """Masks for every frame of ``frames`` and every object (see module docstring).
 
-    ``progress(done, total)`` is called after each finished frame;
-    ``should_stop()`` is polled between frames and raises :class:`Cancelled`.
+    ``keyframes`` (from :func:`segment_keyframes`) skips step 1 when the
+    caller already has them. ``progress(done, total)`` is called after each
+    finished frame; ``should_stop()`` is polled between frames and raises
+    :class:`Cancelled`.
     """
     total = len(frames)
     objects = [o for o in objects if o.keyframes]
@@ -130,7 +131,8 @@ def segment_video(
         bad = [k for k in obj.keyframes if not 0 <= k < total]
         if bad:
             raise ValueError(f"object {obj.label!r}: keyframe {bad[0]} outside 0..{total - 1}")
-    keyframes = segment_keyframes(engine, frames, objects, cache_key=cache_key)
+    if keyframes is None:
+        keyframes = segment_keyframes(engine, frames, objects, cache_key=cache_key)
     first = {o.obj_id: o.keyframes[0] for o in objects}
     kf_scores = {(k, oid): kf.score for k, d in keyframes.items() for oid, kf in d.items()}
     anchor_fwd = min(first.values())

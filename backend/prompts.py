@@ -64,13 +64,17 @@ class PromptSet:
         """A stable hash of the prompts (same clicks → same hash), for caches."""
         payload = {
             "c": {
-                lab: {str(k): [(round(c.fx, 6), round(c.fy, 6), c.positive) for c in v]
-                      for k, v in sorted(frames.items())}
+                lab: {
+                    str(k): [(round(c.fx, 6), round(c.fy, 6), c.positive) for c in v]
+                    for k, v in sorted(frames.items())
+                }
                 for lab, frames in sorted(self.clicks.items())
             },
             "m": {
-                lab: {str(k): hashlib.sha1(json.dumps(m.rle).encode()).hexdigest()
-                      for k, m in sorted(frames.items())}
+                lab: {
+                    str(k): hashlib.sha1(json.dumps(m.rle).encode()).hexdigest()
+                    for k, m in sorted(frames.items())
+                }
                 for lab, frames in sorted(self.masks.items())
             },
         }
@@ -210,3 +214,37 @@ def to_object_prompts(
         objects.append(obj)
     objects.sort(key=lambda o: o.obj_id)
     return objects
+
+
+def prompts_to_json(prompts: PromptSet) -> dict[str, Any]:
+    """A JSON-able copy of ``prompts`` (for the job store)."""
+    return {
+        "clicks": {
+            lab: {str(k): [[c.fx, c.fy, c.positive] for c in v] for k, v in frames.items()}
+            for lab, frames in prompts.clicks.items()
+        },
+        "masks": {
+            lab: {
+                str(k): {"rle": m.rle, "width": m.width, "height": m.height}
+                for k, m in frames.items()
+            }
+            for lab, frames in prompts.masks.items()
+        },
+    }
+
+
+def prompts_from_json(data: dict[str, Any]) -> PromptSet:
+    """Inverse of :func:`prompts_to_json`."""
+    return PromptSet(
+        clicks={
+            lab: {
+                int(k): [RelClick(float(x), float(y), bool(p)) for x, y, p in v]
+                for k, v in frames.items()
+            }
+            for lab, frames in data.get("clicks", {}).items()
+        },
+        masks={
+            lab: {int(k): RelMask(**m) for k, m in frames.items()}
+            for lab, frames in data.get("masks", {}).items()
+        },
+    )

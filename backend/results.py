@@ -46,44 +46,54 @@ def brush_region(
     return region
 
 
+def frame_regions(
+    fp: FramePrediction, labels: dict[int, str], schema: ProjectSchema
+) -> list[dict[str, Any]]:
+    """Regions of one frame: one per object with a non-empty mask."""
+    return [
+        brush_region(
+            mask,
+            frame=fp.index,
+            label=labels[obj_id],
+            obj_id=obj_id,
+            schema=schema,
+            score=fp.scores.get(obj_id, 0.0),
+        )
+        for obj_id, mask in sorted(fp.masks.items())
+        if obj_id in labels and mask.any()
+    ]
+
+
+def assemble_prediction(
+    regions: list[dict[str, Any]], scores: list[float], *, model_version: str
+) -> dict[str, Any]:
+    """A prediction from regions (sorted by frame, then object) and per-(frame, object) scores."""
+    ordered = sorted(regions, key=lambda r: (r.get("item_index", 0), r["id"]))
+    return {
+        "result": ordered,
+        "score": round(float(np.mean(scores)), 4) if scores else 0.0,
+        "model_version": model_version,
+    }
+
+
 def build_prediction(
     frames: Iterable[FramePrediction],
     objects: list[ObjectInfo],
     schema: ProjectSchema,
     *,
     model_version: str,
-    quality_threshold: float,
 ) -> dict[str, Any]:
     """A prediction with one region per (frame, object) whose mask is not empty.
 
-    The prediction ``score`` is the mean per-frame quality; frames below
-    ``quality_threshold`` are counted in the log by the caller via
-    :func:`low_quality_frames`.
+    Its ``score`` is the mean quality over every (frame, object), empty ones included.
     """
     labels = {o.obj_id: o.label for o in objects}
     result: list[dict[str, Any]] = []
     scores: list[float] = []
     for fp in frames:
-        for obj_id, mask in sorted(fp.masks.items()):
-            score = fp.scores.get(obj_id, 0.0)
-            scores.append(score)
-            if not mask.any():
-                continue
-            result.append(
-                brush_region(
-                    mask,
-                    frame=fp.index,
-                    label=labels[obj_id],
-                    obj_id=obj_id,
-                    schema=schema,
-                    score=score,
-                )
-            )
-    return {
-        "result": result,
-        "score": round(float(np.mean(scores)), 4) if scores else 0.0,
-        "model_version": model_version,
-    }
+        scores.extend(s for o, s in fp.scores.items() if o in labels)
+        result.extend(frame_regions(fp, labels, schema))
+    return assemble_prediction(result, scores, model_version=model_version)
 
 
 def low_quality_frames(frames: Iterable[FramePrediction], threshold: float) -> list[int]:

@@ -8,7 +8,9 @@ from backend.config import ConfigError, Settings
 
 
 def test_defaults_and_fallback_names():
-    s = Settings.from_env({"LABEL_STUDIO_HOST": "http://ls:8080/", "LABEL_STUDIO_ACCESS_TOKEN": "t"})
+    s = Settings.from_env(
+        {"LABEL_STUDIO_HOST": "http://ls:8080/", "LABEL_STUDIO_ACCESS_TOKEN": "t"}
+    )
     assert s.label_studio_url == "http://ls:8080" and s.label_studio_api_key == "t"
     assert s.engine == "auto" and s.device == "cpu" and s.internal_size == 480
 

@@ -27,7 +27,9 @@ JPEG = cv2.imencode(".jpg", np.full((24, 32, 3), 200, np.uint8))[1].tobytes()
 
 def _jwt(kind: str, ttl: int) -> str:
     now = int(time.time())
-    return jwt.encode({"token_type": kind, "exp": now + ttl, "iat": now}, "k" * 32, algorithm="HS256")
+    return jwt.encode(
+        {"token_type": kind, "exp": now + ttl, "iat": now}, "k" * 32, algorithm="HS256"
+    )
 
 
 class FakeLS(BaseHTTPRequestHandler):
@@ -149,7 +151,9 @@ def test_decode_errors_and_size_limit():
 
 def test_lazy_source_keeps_a_bounded_cache():
     loads = []
-    src = LazyFrameSource(100, lambda i: loads.append(i) or np.zeros((2, 2, 3), np.uint8), cache_size=3)
+    src = LazyFrameSource(
+        100, lambda i: loads.append(i) or np.zeros((2, 2, 3), np.uint8), cache_size=3
+    )
     for i in list(range(10)) + [9, 8, 7, 0]:
         src[i]
     assert loads == list(range(10)) + [0]

@@ -60,7 +60,9 @@ def test_groups_by_frame_and_label_missing_polarity_is_positive():
     assert car[0].fx == pytest.approx(0.10) and car[0].fy == pytest.approx(0.20)
     objs = to_object_prompts(p, SCHEMA, (200, 100), rle.decode)
     assert [o.obj_id for o in objs] == [1, 2]
-    assert objs[0].clicks[2][0].x == pytest.approx(20) and objs[0].clicks[2][0].y == pytest.approx(20)
+    assert objs[0].clicks[2][0].x == pytest.approx(20) and objs[0].clicks[2][0].y == pytest.approx(
+        20
+    )
     assert objs[1].keyframes == [5]
 
 

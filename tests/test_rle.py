@@ -99,7 +99,9 @@ def _write_stream(records: list[tuple[bool, int, int, list[int]]], num: int) -> 
     """Test-only bit writer for streams with literal chunks (as the JS encoder emits)."""
     bits = f"{num:032b}{7:05b}" + "".join(f"{s - 1:04b}" for s in rle.RLE_SIZES)
     for is_run, cls, count, vals in records:
-        bits += ("1" if is_run else "0") + f"{cls:02b}" + format(count - 1, f"0{rle.RLE_SIZES[cls]}b")
+        bits += (
+            ("1" if is_run else "0") + f"{cls:02b}" + format(count - 1, f"0{rle.RLE_SIZES[cls]}b")
+        )
         bits += "".join(f"{v:08b}" for v in vals)
     bits += "0" * (-len(bits) % 8)
     return [int(bits[i : i + 8], 2) for i in range(0, len(bits), 8)]

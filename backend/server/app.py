@@ -1,7 +1,8 @@
 """Our thin Flask 3 server speaking the Label Studio ML backend protocol.
 
 Endpoints: ``GET /`` and ``/health``, ``POST /setup``, ``POST /predict``,
-``POST /webhook``, ``GET /versions``, ``GET /metrics``. Every error is JSON
+``POST /webhook``, ``GET /versions``, ``GET /metrics``, ``GET /jobs`` and
+``GET /jobs/<id>`` (background propagation progress). Every error is JSON
 ``{"errors": [message]}`` with a 4xx/5xx status; tracebacks go to the log,
 never to the client. The model object does the work (see ``model.py``).
 """
@@ -31,6 +32,9 @@ class Model(Protocol):
     def predict(self, body: dict[str, Any]) -> dict[str, Any]: ...
     def webhook(self, body: dict[str, Any]) -> dict[str, Any]: ...
     def versions(self) -> dict[str, Any]: ...
+    def list_jobs(self) -> dict[str, Any]: ...
+    def get_job(self, job_id: str) -> dict[str, Any] | None: ...
+    def refresh_metrics(self) -> None: ...
 
 
 def _json_body() -> dict[str, Any]:
@@ -141,8 +145,20 @@ def create_app(settings: Settings, model: Model, metrics: Metrics | None = None)
     def versions() -> Response:
         return jsonify(model.versions())
 
+    @app.get("/jobs")
+    def jobs() -> Response:
+        return jsonify(model.list_jobs())
+
+    @app.get("/jobs/<job_id>")
+    def job(job_id: str) -> Response:
+        state = model.get_job(job_id)
+        if state is None:
+            return _error(f"no job {job_id!r}", 404)
+        return jsonify(state)
+
     @app.get("/metrics")
     def prometheus() -> Response:
+        model.refresh_metrics()
         return Response(metrics.render(), mimetype="text/plain; version=0.0.4")
 
     return app

@@ -80,7 +80,9 @@ class Metrics:
                     for k, h in sorted(self._hist[name].items()):
                         base = dict(k)
                         for i, b in enumerate(BUCKETS):
-                            lines.append(f"{full}_bucket{_labels({**base, 'le': f'{b:g}'})} {h[i]:g}")
+                            lines.append(
+                                f"{full}_bucket{_labels({**base, 'le': f'{b:g}'})} {h[i]:g}"
+                            )
                         lines.append(f"{full}_bucket{_labels({**base, 'le': '+Inf'})} {h[-2]:g}")
                         lines.append(f"{full}_count{_labels(base)} {h[-2]:g}")
                         lines.append(f"{full}_sum{_labels(base)} {h[-1]:g}")

@@ -20,7 +20,7 @@ USER, PASSWORD = "ls-user", "s3cret-pass"
 
 def _client(tmp_path, **overrides):
     write_frames(tmp_path / "media", "frames", 5)
-    settings = Settings(local_files_root=tmp_path / "media", **overrides)
+    settings = Settings(local_files_root=tmp_path / "media", model_dir=tmp_path / "md", **overrides)
     model = TrackAnythingModel(settings, engine_factory=fake_engine)
     return create_app(settings, model, metrics=model.metrics).test_client()
 

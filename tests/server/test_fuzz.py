@@ -139,7 +139,7 @@ def client(tmp_path_factory):
         root = tmp_path_factory.mktemp("media")
         write_frames(root, "frames", 5)
         (root / "frames" / "frame_004.jpg").write_bytes(b"not a jpeg")  # one corrupt frame
-        s = Settings(local_files_root=root, max_frames=50)
+        s = Settings(local_files_root=root, max_frames=50, model_dir=root / "md")
         model = TrackAnythingModel(s, engine_factory=fake_engine)
         _CLIENT["c"] = create_app(s, model, metrics=model.metrics).test_client()
     return _CLIENT["c"]
