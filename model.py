@@ -33,7 +33,7 @@ from backend.prompts import (
     to_object_prompts,
 )
 from backend.results import assemble_prediction, frame_regions
-from backend.server.errors import RequestError
+from backend.server.errors import BusyError, RequestError
 from backend.server.metrics import Metrics
 from backend.types import FramePrediction
 
@@ -160,11 +160,20 @@ class TrackAnythingModel:
         context = params.get("context")
         if context:
             tasks = tasks[:1]  # LS uses only results[0] of an interactive answer
-        pending = [self._start_task(t, schema, config, context=context or None) for t in tasks]
+        pending = [
+            self._start_task(t, schema, config, context=context or None, deadline=deadline)
+            for t in tasks
+        ]
         return {"results": [self._answer(p, deadline) for p in pending]}
 
     def _start_task(
-        self, task: Any, schema: ProjectSchema, config: str, *, context: dict[str, Any] | None
+        self,
+        task: Any,
+        schema: ProjectSchema,
+        config: str,
+        *,
+        context: dict[str, Any] | None,
+        deadline: float,
     ) -> dict[str, Any] | Job:
         """Validate a task, compute its keyframes and start its propagation job.
 
@@ -200,8 +209,12 @@ class TrackAnythingModel:
             return cached
         frames = self.frames.frames(task_id, urls)
         objects = self._objects(frames, prompts, schema)
-        with self._segment_lock:
+        if not self._segment_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            self._waiting_busy()
+        try:
             keyframes = segment_keyframes(self.engine, frames, objects, cache_key=task_id)
+        finally:
+            self._segment_lock.release()
         spec = JobSpec(
             task_id=task_id,
             key=key,
@@ -211,7 +224,21 @@ class TrackAnythingModel:
             answer_labels=list(answer_labels),
             model_version=self.model_version,
         )
-        return self.jobs.submit(spec, keyframes=keyframes)
+        job = self.jobs.submit(spec, keyframes=keyframes)
+        labels = {o.obj_id: o.label for o in objects if o.label in answer_labels}
+        with job.lock:  # a queued job still answers with its keyframes
+            if job.state.frames_done == 0 and not job.keyframe_regions:
+                job.keyframe_regions = _keyframe_regions(keyframes, labels, schema)
+        return job
+
+    def _waiting_busy(self) -> None:
+        counts = self.jobs.counts()
+        self.metrics.inc("busy_total", help="requests refused because the budget ran out waiting")
+        raise BusyError(
+            f"the backend is busy ({counts.get('running', 0)} propagation(s) running, "
+            f"{counts.get('queued', 0)} queued) and could not start this request within "
+            f"PREDICT_BUDGET_S={self.settings.predict_budget_s:g}s; click again in a moment"
+        )
 
     def _answer(self, pending: dict[str, Any] | Job, deadline: float) -> dict[str, Any]:
         """The full prediction if the job ends before ``deadline``, else what is done so far."""

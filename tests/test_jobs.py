@@ -221,3 +221,32 @@ def test_jobs_endpoint_404(tmp_path):
     assert client.get("/jobs/nope").status_code == 404
     assert client.get("/jobs").get_json() == {"jobs": []}
     assert json.loads(client.get("/jobs").data)["jobs"] == []
+
+
+def test_twenty_concurrent_clicks_on_different_tasks(tmp_path):
+    """All answered within the budget (partial or full) or refused with a clear 503 status."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from backend.server.app import create_app
+
+    model, urls = make_model(tmp_path, budget=2.0, delay=0.01, frames=30)
+    client = create_app(model.settings, model, metrics=model.metrics).test_client()
+
+    def one(task_id):
+        t0 = time.monotonic()
+        resp = client.post("/predict", json=click_body(urls, task_id=task_id))
+        return resp.status_code, resp.get_json(), time.monotonic() - t0
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        answers = list(pool.map(one, range(100, 120)))
+    for status, body, elapsed in answers:
+        assert elapsed < 2.0 + 1.5, elapsed
+        if status == 200:
+            assert body["results"][0]["result"], "at least the keyframe"
+        else:
+            assert status == 503 and "busy" in body["errors"][0]
+    assert sum(s == 200 for s, _, _ in answers) >= 1
+    assert wait_for(
+        lambda: all(j["status"] in ("done", "superseded") for j in model.list_jobs()["jobs"]),
+        timeout=60,
+    )

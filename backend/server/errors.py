@@ -17,6 +17,10 @@ class RequestError(ValueError):
         self.status = status
 
 
+class BusyError(RuntimeError):
+    """Every worker is busy and the request's time budget ran out while waiting."""
+
+
 # Most specific first. Everything else is a 500 with a generic message.
 STATUS_BY_ERROR: tuple[tuple[type[BaseException], int], ...] = (
     (RequestError, 400),
@@ -25,6 +29,7 @@ STATUS_BY_ERROR: tuple[tuple[type[BaseException], int], ...] = (
     (MediaError, 422),
     (LabelStudioAuthError, 502),
     (EngineError, 503),
+    (BusyError, 503),
 )
 
 
