@@ -68,9 +68,7 @@ def main() -> int:
     kept: list[dict] = []
     marks: dict[int, float] = {}
     t0 = time.perf_counter()
-    done = 0
-    for fp in segment_video(engine, frames, [obj]):
-        done += 1
+    for done, fp in enumerate(segment_video(engine, frames, [obj]), start=1):
         if args.keep_results:
             kept.extend(frame_regions(fp, {1: "Object 1"}, schema))
         if done in (1, 1000) or done % 2000 == 0 or done == args.frames:
