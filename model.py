@@ -19,7 +19,13 @@ from typing import Any
 
 from backend import __version__, rle
 from backend.config import Settings
-from backend.engine import Engine, EngineError, build_engine, resolve_engine_name
+from backend.engine import (
+    Engine,
+    EngineError,
+    build_engine,
+    refine_config,
+    resolve_engine_name,
+)
 from backend.jobs import Job, JobManager, JobSpec, JobStore
 from backend.labelconfig import ProjectSchema, parse_label_config
 from backend.lsclient import LabelStudioConnection, replace_prediction
@@ -84,7 +90,6 @@ class TrackAnythingModel:
             self.engine_error = str(exc)
             log.error("engine %s failed to load: %s", self.engine_name, exc)
         self._lock = threading.Lock()  # prompt memory and result cache
-        self._segment_lock = threading.Lock()  # the segmenter holds one image at a time
         self._memory: OrderedDict[int, PromptSet] = OrderedDict()
         self._results: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.jobs = JobManager(
@@ -94,6 +99,7 @@ class TrackAnythingModel:
             workers=settings.job_workers,
             on_done=self._job_done,
         )
+        self.refine = refine_config(settings, self.engine_name)
         if self.engine is not None:
             self.jobs.resume_interrupted()
 
@@ -209,12 +215,13 @@ class TrackAnythingModel:
             return cached
         frames = self.frames.frames(task_id, urls)
         objects = self._objects(frames, prompts, schema)
-        if not self._segment_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+        lock = self.engine.segmenter_lock
+        if not lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
             self._waiting_busy()
         try:
             keyframes = segment_keyframes(self.engine, frames, objects, cache_key=task_id)
         finally:
-            self._segment_lock.release()
+            lock.release()
         spec = JobSpec(
             task_id=task_id,
             key=key,
@@ -291,8 +298,7 @@ class TrackAnythingModel:
         labels = {o.obj_id: o.label for o in objects if o.label in spec.answer_labels}
         keyframes = job.keyframes
         if keyframes is None:  # resumed after a crash: compute them again
-            with self._segment_lock:
-                keyframes = segment_keyframes(self.engine, frames, objects, cache_key=spec.task_id)
+            keyframes = segment_keyframes(self.engine, frames, objects, cache_key=spec.task_id)
         with job.lock:  # a resumed job starts over
             job.state.frames_total = len(frames)
             job.state.frames_done = 0
@@ -304,6 +310,8 @@ class TrackAnythingModel:
             frames,
             objects,
             keyframes=keyframes,
+            refine=self.refine,
+            cache_key=spec.task_id,
             should_stop=job.cancel.is_set,
         ):
             regions = frame_regions(fp, labels, schema)

@@ -98,7 +98,8 @@ class Settings:
     xmem_checkpoint: Path | None = field(default=None, metadata={"env": "XMEM_CHECKPOINT"})
     device: str = field(default="cpu", metadata={"env": "DEVICE"})
     internal_size: int = field(default=480, metadata={"env": "INTERNAL_SIZE"})
-    refine: str = field(default="auto", metadata={"env": "REFINE"})
+    refine: str = field(default="", metadata={"env": "REFINE"})  # "" = engine default
+    refine_max_frames: int | None = field(default=None, metadata={"env": "REFINE_MAX_FRAMES"})
     quality_threshold: float = field(default=0.5, metadata={"env": "QUALITY_THRESHOLD"})
     model_dir: Path = field(default=Path("model_dir"), metadata={"env": "MODEL_DIR"})
 
@@ -146,7 +147,12 @@ class Settings:
             "xmem_checkpoint": _path(get("XMEM_CHECKPOINT", "")),
             "device": (get("DEVICE", d.device).strip() or "cpu"),
             "internal_size": _int(get("INTERNAL_SIZE", str(d.internal_size)), "INTERNAL_SIZE", 0),
-            "refine": _choice(get("REFINE", d.refine), "REFINE", REFINE_MODES),
+            "refine": _choice(get("REFINE"), "REFINE", REFINE_MODES) if get("REFINE") else "",
+            "refine_max_frames": (
+                _int(get("REFINE_MAX_FRAMES", ""), "REFINE_MAX_FRAMES", 0)
+                if get("REFINE_MAX_FRAMES")
+                else None
+            ),
             "quality_threshold": _float(
                 get("QUALITY_THRESHOLD", str(d.quality_threshold)), "QUALITY_THRESHOLD", 0.0
             ),

@@ -8,10 +8,12 @@ never a silent fallback.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 
 from backend import __version__
 from backend.config import Settings
+from backend.refine import RefineConfig
 from backend.segmenter.base import Segmenter
 from backend.tracker.base import Tracker
 
@@ -29,6 +31,8 @@ class Engine:
     tracker: Tracker
     model_version: str
     checkpoints: dict[str, str]  # what was loaded, for /health
+    # the segmenter holds one image at a time: every set_image+predict pair takes this lock
+    segmenter_lock: threading.RLock = field(default_factory=threading.RLock, compare=False)
 
 
 def resolve_engine_name(settings: Settings) -> str:
@@ -126,3 +130,22 @@ def build_engine(name: str = "auto", settings: Settings | None = None) -> Engine
     if name == "sam-xmem":
         return build_sam_xmem(settings)
     raise EngineError(f"unknown engine {name!r}; expected auto, classical or sam-xmem")
+
+
+def refine_config(settings: Settings, engine_name: str) -> RefineConfig:
+    """Refinement policy: ``REFINE``/``REFINE_MAX_FRAMES`` when set, else per engine/device.
+
+    Defaults (measured costs in docs/benchmarks.md): SAM refines poor frames
+    (``auto``) — up to 20 per job on a GPU, 2 on a CPU where each costs a ViT
+    encoding of several seconds; the classical engine does not refine, its
+    segmenter adds nothing over its own tracker's boundary refinement.
+    """
+    on_gpu = settings.device.startswith("cuda")
+    if settings.refine:
+        mode = settings.refine
+    else:
+        mode = "auto" if engine_name == "sam-xmem" else "off"
+    max_frames = settings.refine_max_frames
+    if max_frames is None:
+        max_frames = 20 if on_gpu else 2
+    return RefineConfig(mode=mode, threshold=settings.quality_threshold, max_frames=max_frames)

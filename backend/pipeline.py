@@ -8,8 +8,9 @@
    keyframe to frame 0 and one forward from the earliest first keyframe to the
    end; later keyframes (corrections) are injected on the way. An object uses
    the forward pass from its first keyframe on and the backward pass before it.
-3. **Scores.** Each (frame, object) gets a quality score in [0, 1]: the
-   segmenter's score on keyframes, the tracker's mean confidence elsewhere.
+3. **Scores and refinement.** Each (frame, object) gets a quality score in
+   [0, 1]: the segmenter's score on keyframes, :func:`backend.refine.mask_quality`
+   elsewhere. With refinement on, poor frames are re-segmented (TAM step 3).
 
 :func:`segment_video` streams :class:`~backend.types.FramePrediction` in the
 order frames are finished (backward part first, then forward).
@@ -25,6 +26,7 @@ import numpy as np
 
 from backend.engine import Engine
 from backend.media import FrameSource
+from backend.refine import RefineConfig, mask_quality, refine_mask
 from backend.tracker.base import TrackedFrame
 from backend.types import Click, FramePrediction, ObjectPrompt
 
@@ -77,33 +79,86 @@ def segment_keyframes(
             if not clicks:
                 out.setdefault(k, {})[obj.obj_id] = Keyframe(painted.astype(bool), 1.0)
                 continue
-            if not encoded:
-                engine.segmenter.set_image(
-                    image, cache_key=None if cache_key is None else (cache_key, k)
-                )
-                encoded = True
             pts, lab = _clicks_to_arrays(clicks)
             prior = None if painted is None else painted.astype(np.float32)
-            res = engine.segmenter.predict(
-                pts, lab, mask_prior=prior, multimask_output=len(clicks) == 1
-            )
+            with engine.segmenter_lock:
+                if not encoded:
+                    engine.segmenter.set_image(
+                        image, cache_key=None if cache_key is None else (cache_key, k)
+                    )
+                    encoded = True
+                res = engine.segmenter.predict(
+                    pts, lab, mask_prior=prior, multimask_output=len(clicks) == 1
+                )
             mask = res.best_mask().astype(bool)
             out.setdefault(k, {})[obj.obj_id] = Keyframe(mask, float(res.best_score()))
             log.debug("keyframe %d object %d: %d px", k, obj.obj_id, int(mask.sum()))
     return out
 
 
-def confidence(probs: np.ndarray, channel: int, mask: np.ndarray) -> float:
-    """Mean winning probability of an object over its mask (0 if empty)."""
-    if not mask.any():
-        return 0.0
-    return float(probs[channel][mask].mean())
+class _Scorer:
+    """Per-pass quality scoring and (optional) refinement of tracked frames."""
 
+    def __init__(
+        self,
+        engine: Engine,
+        frames: FrameSource,
+        refine: RefineConfig,
+        keyframes: dict[int, dict[int, Keyframe]],
+        cache_key: Hashable | None,
+    ):
+        self.engine = engine
+        self.frames = frames
+        self.refine = refine
+        self.keyframes = keyframes
+        self.cache_key = cache_key
+        self.refined = 0
+        self.prev_area: dict[int, int] = {}
 
-def _frame_scores(tf: TrackedFrame) -> tuple[dict[int, np.ndarray], dict[int, float]]:
-    masks = tf.masks()
-    scores = {oid: confidence(tf.probs, k + 1, masks[oid]) for k, oid in enumerate(tf.obj_ids)}
-    return masks, scores
+    def __call__(self, tf: TrackedFrame) -> tuple[dict[int, np.ndarray], dict[int, float]]:
+        masks = tf.masks()
+        scores: dict[int, float] = {}
+        for k, oid in enumerate(tf.obj_ids):
+            prob = tf.probs[k + 1]
+            quality = mask_quality(prob, masks[oid], self.prev_area.get(oid))
+            if self._wants(tf.index, oid, quality, masks[oid]):
+                others = np.zeros_like(masks[oid])
+                for o, m in masks.items():
+                    if o != oid:
+                        others |= m
+                key = None if self.cache_key is None else (self.cache_key, tf.index)
+                with self.engine.segmenter_lock:
+                    r = refine_mask(
+                        self.engine.segmenter,
+                        self.frames[tf.index],
+                        prob,
+                        masks[oid],
+                        quality,
+                        self.refine,
+                        others=others,
+                        cache_key=key,
+                    )
+                self.refined += 1
+                log.debug(
+                    "frame %d object %d refined: accepted=%s (%.2f → %.2f)",
+                    tf.index,
+                    oid,
+                    r.accepted,
+                    quality,
+                    r.score,
+                )
+                masks[oid], quality = r.mask, r.score
+            scores[oid] = quality
+            self.prev_area[oid] = int(masks[oid].sum())
+        return masks, scores
+
+    def _wants(self, index: int, oid: int, quality: float, mask: np.ndarray) -> bool:
+        mode = self.refine.mode
+        if mode == "off" or self.refined >= self.refine.max_frames or not mask.any():
+            return False
+        if oid in self.keyframes.get(index, {}):
+            return False
+        return mode == "always" or quality < self.refine.threshold
 
 
 def segment_video(
@@ -113,13 +168,15 @@ def segment_video(
     *,
     cache_key: Hashable | None = None,
     keyframes: dict[int, dict[int, Keyframe]] | None = None,
+    refine: RefineConfig | None = None,
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> Iterator[FramePrediction]:
     """Masks for every frame of ``frames`` and every object (see module docstring).
 
     ``keyframes`` (from :func:`segment_keyframes`) skips step 1 when the
-    caller already has them. ``progress(done, total)`` is called after each
+    caller already has them. ``refine`` enables TAM's refinement of poor
+    propagated frames (see :mod:`backend.refine`; off by default). ``progress(done, total)`` is called after each
     finished frame; ``should_stop()`` is polled between frames and raises
     :class:`Cancelled`.
     """
@@ -154,6 +211,9 @@ def segment_video(
                 scores[oid] = kf_scores[(index, oid)]
         return FramePrediction(index=index, masks=masks, scores=scores)
 
+    refine = refine or RefineConfig()
+    score_bwd = _Scorer(engine, frames, refine, keyframes, cache_key)
+    score_fwd = _Scorer(engine, frames, refine, keyframes, cache_key)
     session = engine.tracker.start(frames)
     try:
         for k, objs in keyframes.items():
@@ -162,7 +222,7 @@ def segment_video(
         held: dict[int, tuple[dict[int, np.ndarray], dict[int, float]]] = {}
         if anchor_bwd > 0:
             for tf in session.propagate(anchor_bwd, reverse=True):
-                masks, scores = _frame_scores(tf)
+                masks, scores = score_bwd(tf)
                 if tf.index >= anchor_fwd:
                     # both passes cover this frame: keep objects not yet born forward
                     held[tf.index] = (
@@ -173,7 +233,7 @@ def segment_video(
                 yield finish(tf.index, masks, scores)
                 tick()
         for tf in session.propagate(anchor_fwd):
-            masks, scores = _frame_scores(tf)
+            masks, scores = score_fwd(tf)
             masks = {o: m for o, m in masks.items() if tf.index >= first[o]}
             scores = {o: s for o, s in scores.items() if tf.index >= first[o]}
             if tf.index in held:
