@@ -141,10 +141,7 @@ def refine_config(settings: Settings, engine_name: str) -> RefineConfig:
     segmenter adds nothing over its own tracker's boundary refinement.
     """
     on_gpu = settings.device.startswith("cuda")
-    if settings.refine:
-        mode = settings.refine
-    else:
-        mode = "auto" if engine_name == "sam-xmem" else "off"
+    mode = settings.refine or ("auto" if engine_name == "sam-xmem" else "off")
     max_frames = settings.refine_max_frames
     if max_frames is None:
         max_frames = 20 if on_gpu else 2
