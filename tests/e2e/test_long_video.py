@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import ls_harness as h
 import pytest
-from ls_harness import FRAME_H, FRAME_W, DAVIS_DIR, LabelStudio
+from ls_harness import DAVIS_DIR, FRAME_H, FRAME_W, LabelStudio
 
 pytestmark = pytest.mark.e2e
 
