@@ -38,7 +38,7 @@ from backend.prompts import (
     prompts_to_json,
     to_object_prompts,
 )
-from backend.results import assemble_prediction, frame_regions
+from backend.results import assemble_prediction, compact_region, frame_regions
 from backend.server.errors import BusyError, RequestError
 from backend.server.metrics import Metrics
 from backend.types import FramePrediction
@@ -314,7 +314,7 @@ class TrackAnythingModel:
             cache_key=spec.task_id,
             should_stop=job.cancel.is_set,
         ):
-            regions = frame_regions(fp, labels, schema)
+            regions = [compact_region(r) for r in frame_regions(fp, labels, schema)]
             with job.lock:
                 job.regions.extend(regions)
                 job.scores.extend(s for o, s in fp.scores.items() if o in labels)

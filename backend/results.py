@@ -64,11 +64,33 @@ def frame_regions(
     ]
 
 
+def compact_region(region: dict[str, Any]) -> dict[str, Any]:
+    """The region with its RLE stored as ``bytes`` (8× smaller than a list of ints in Python).
+
+    Jobs keep every finished frame until the end; :func:`assemble_prediction`
+    turns the RLE back into the JSON list Label Studio expects.
+    """
+    value = dict(region["value"], rle=bytes(region["value"]["rle"]))
+    return dict(region, value=value)
+
+
+def _expanded(region: dict[str, Any]) -> dict[str, Any]:
+    rle_value = region["value"]["rle"]
+    if isinstance(rle_value, (bytes, bytearray)):
+        return dict(region, value=dict(region["value"], rle=list(rle_value)))
+    return region
+
+
 def assemble_prediction(
     regions: list[dict[str, Any]], scores: list[float], *, model_version: str
 ) -> dict[str, Any]:
-    """A prediction from regions (sorted by frame, then object) and per-(frame, object) scores."""
-    ordered = sorted(regions, key=lambda r: (r.get("item_index", 0), r["id"]))
+    """A prediction from regions (sorted by frame, then object) and per-(frame, object) scores.
+
+    Regions may hold compact RLE (see :func:`compact_region`).
+    """
+    ordered = [
+        _expanded(r) for r in sorted(regions, key=lambda r: (r.get("item_index", 0), r["id"]))
+    ]
     return {
         "result": ordered,
         "score": round(float(np.mean(scores)), 4) if scores else 0.0,

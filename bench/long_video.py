@@ -6,7 +6,7 @@ video may accumulate. Prints RSS at frame 1,000 and at the end, and their ratio 
 
     python bench/long_video.py                       # 10,000 frames, 320×180, classical engine
     python bench/long_video.py --frames 2000 --size 854x480
-    python bench/long_video.py --keep-results        # also keep every frame's LS region (as a job does)
+    python bench/long_video.py --keep-results        # also keep every frame's region, as a job does
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from backend.engine import build_engine  # noqa: E402
 from backend.labelconfig import parse_label_config  # noqa: E402
 from backend.media import LazyFrameSource  # noqa: E402
 from backend.pipeline import segment_video  # noqa: E402
-from backend.results import frame_regions  # noqa: E402
+from backend.results import compact_region, frame_regions  # noqa: E402
 from backend.types import Click, ObjectPrompt  # noqa: E402
 
 CONFIG = (Path(__file__).resolve().parents[1] / "docs" / "labeling-config.xml").read_text()
@@ -70,7 +70,7 @@ def main() -> int:
     t0 = time.perf_counter()
     for done, fp in enumerate(segment_video(engine, frames, [obj]), start=1):
         if args.keep_results:
-            kept.extend(frame_regions(fp, {1: "Object 1"}, schema))
+            kept.extend(compact_region(r) for r in frame_regions(fp, {1: "Object 1"}, schema))
         if done in (1, 1000) or done % 2000 == 0 or done == args.frames:
             marks[done] = rss_mb()
             print(
