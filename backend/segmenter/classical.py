@@ -1,0 +1,395 @@
+"""Weights-free click → mask segmenter (OpenCV, scikit-image, NumPy).
+
+Pipeline on a reduced working copy of the image (long side ``work_size``):
+
+1. Geodesic distances on an edge-weighted cost map (``skimage.graph.MCP_Geometric``) from the
+   positive seeds and from the negative seeds (negative clicks plus, weakly, the image border).
+   A pixel geodesically closer to the positives is "probably object" — the classic geodesic
+   Voronoi split, which follows strong edges instead of straight lines.
+2. ``cv2.grabCut`` initialised with that trimap (sure-foreground discs at positive clicks,
+   sure-background discs at negative clicks) fits colour models and cuts along edges.
+3. Only components touching a positive seed survive; holes are filled.
+4. Upsampled to the native size and snapped to image edges with a guided filter whose guide
+   is the image projected on the colour direction separating the mask from the rest.
+
+Several candidates (different geodesic ratios) are returned for ``multimask_output``; each is
+scored by its colour contrast with a ring around it, by how well its boundary sits on edges
+and by its stability across neighbouring ratios.
+A ``mask_prior`` adds its confident core to the positive seeds and its outside to the
+background seeds, so corrections keep the rest of the previous answer; a negative click inside
+the prior removes only the part of it geodesically closer to that click.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from scipy import ndimage as ndi
+from skimage.graph import MCP_Geometric
+
+from backend.segmenter.base import SegmentOutput
+
+log = logging.getLogger(__name__)
+
+GC_BGD, GC_FGD, GC_PR_BGD, GC_PR_FGD = 0, 1, 2, 3
+
+
+@dataclass(frozen=True)
+class ClassicalSegmenterConfig:
+    """Settings of :class:`ClassicalSegmenter` (global; never tuned per video)."""
+
+    work_size: int = 320
+    """Long side in pixels of the working copy used for geodesics and GrabCut."""
+    edge_weight: float = 4.0
+    """Weight of the colour gradient in the geodesic cost (1 = flat cost)."""
+    border_weight: float = 1.6
+    """Multiplier on geodesic distances to the image border (>1: border is a weaker bg seed)."""
+    ratios: tuple[float, ...] = (0.3, 0.45, 0.65, 0.9)
+    """Candidate split ratios: probably-object where d_pos < ratio · d_neg."""
+    grabcut_iters: int = 3
+    click_radius: float = 0.012
+    """Radius of the sure discs around clicks, as a fraction of the working long side."""
+    refine_radius: int = 4
+    """Guided-filter radius (native pixels) for edge-aware boundary refinement; 0 = off."""
+    refine_eps: float = 2e-3
+    prior_core: float = 0.85
+    """``mask_prior`` values above this become positive seeds."""
+    prior_out: float = 0.15
+    """``mask_prior`` values below this become (probable) background."""
+
+
+@dataclass
+class _Prepared:
+    image: np.ndarray  # native RGB
+    small: np.ndarray  # working RGB uint8
+    cost: np.ndarray  # working geodesic cost
+    grad: np.ndarray  # working edge magnitude in [0, 1]
+    scale: float  # working / native
+
+
+def _gray_float(rgb: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
+
+
+def fisher_projection(
+    rgb: np.ndarray, mask: np.ndarray, max_samples: int = 20000
+) -> tuple[np.ndarray, float, float] | None:
+    """RGB direction that best separates ``mask`` from the rest (Fisher discriminant), with the
+    1st/99th percentiles of the projection for normalising; ``None`` if undefined."""
+    flat = rgb.reshape(-1, 3).astype(np.float32) / 255.0
+    m = mask.reshape(-1)
+    n_fg = int(m.sum())
+    if n_fg < 2 or n_fg > m.size - 2:
+        return None
+    fg, bg = flat[m], flat[~m]
+    fg = fg[:: max(1, len(fg) // max_samples)]
+    bg = bg[:: max(1, len(bg) // max_samples)]
+    cov = np.cov(fg.T) + np.cov(bg.T) + 1e-3 * np.eye(3)
+    wdir = np.linalg.solve(cov, fg.mean(0) - bg.mean(0)).astype(np.float32)
+    g = flat[:: max(1, len(flat) // max_samples)] @ wdir
+    lo, hi = float(np.percentile(g, 1)), float(np.percentile(g, 99))
+    return wdir, lo, max(hi - lo, 1e-6)
+
+
+def project(rgb: np.ndarray, proj: tuple[np.ndarray, float, float]) -> np.ndarray:
+    """Grey image of ``rgb`` along a :func:`fisher_projection`, in about [0, 1]."""
+    wdir, lo, span = proj
+    wsc = (wdir / (255.0 * span)).astype(np.float32)
+    g = cv2.transform(rgb, wsc.reshape(1, 3)).astype(np.float32) - lo / span
+    return np.clip(g, 0.0, 1.0)
+
+
+def contrast_guide(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Grey guide image that best separates ``mask`` from the rest.
+
+    A plain grey guide can lose an edge between two colours of equal brightness (red on
+    green); projecting onto the discriminant direction keeps it, at the cost of one channel.
+    """
+    proj = fisher_projection(rgb, mask)
+    return _gray_float(rgb) if proj is None else project(rgb, proj)
+
+
+def guided_upsample(
+    guide_small: np.ndarray, src_small: np.ndarray, guide: np.ndarray, radius: int, eps: float
+) -> np.ndarray:
+    """Fast guided filter: coefficients at the small size, applied with the full-size guide."""
+    k = (2 * radius + 1, 2 * radius + 1)
+    mean_i = cv2.boxFilter(guide_small, -1, k)
+    mean_p = cv2.boxFilter(src_small, -1, k)
+    cov = cv2.boxFilter(guide_small * src_small, -1, k) - mean_i * mean_p
+    var = cv2.boxFilter(guide_small * guide_small, -1, k) - mean_i * mean_i
+    a = cov / (var + eps)
+    b = mean_p - a * mean_i
+    size = (guide.shape[1], guide.shape[0])
+    a_up = cv2.resize(cv2.boxFilter(a, -1, k), size, interpolation=cv2.INTER_LINEAR)
+    b_up = cv2.resize(cv2.boxFilter(b, -1, k), size, interpolation=cv2.INTER_LINEAR)
+    return a_up * guide + b_up
+
+
+def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -> np.ndarray:
+    """Grey-guide guided filter (He et al.): smooths ``src`` while keeping ``guide``'s edges."""
+    k = (2 * radius + 1, 2 * radius + 1)
+    mean_i = cv2.boxFilter(guide, -1, k)
+    mean_p = cv2.boxFilter(src, -1, k)
+    corr_ip = cv2.boxFilter(guide * src, -1, k)
+    var_i = cv2.boxFilter(guide * guide, -1, k) - mean_i * mean_i
+    a = (corr_ip - mean_i * mean_p) / (var_i + eps)
+    b = mean_p - a * mean_i
+    return cv2.boxFilter(a, -1, k) * guide + cv2.boxFilter(b, -1, k)
+
+
+def edge_map(rgb: np.ndarray) -> np.ndarray:
+    """Colour gradient magnitude of a smoothed Lab image, normalised to about [0, 1]."""
+    lab = cv2.cvtColor(cv2.GaussianBlur(rgb, (5, 5), 0), cv2.COLOR_RGB2LAB).astype(np.float32)
+    gx = cv2.Sobel(lab, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(lab, cv2.CV_32F, 0, 1, ksize=3)
+    mag = np.sqrt((gx * gx + gy * gy).sum(axis=2))
+    scale = float(np.percentile(mag, 98)) + 1e-6
+    return np.clip(mag / scale, 0.0, 1.0)
+
+
+def geodesic_distance(cost: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    """Minimum path cost from any True pixel of ``seeds`` (inf where unreachable / no seed)."""
+    if not seeds.any():
+        return np.full(cost.shape, np.inf, dtype=np.float32)
+    mcp = MCP_Geometric(cost)
+    dist, _ = mcp.find_costs(np.argwhere(seeds))
+    return dist.astype(np.float32)
+
+
+def _discs(shape: tuple[int, int], pts: np.ndarray, radius: float) -> np.ndarray:
+    out = np.zeros(shape, dtype=np.uint8)
+    r = max(1, int(round(radius)))
+    for x, y in pts:
+        cv2.circle(out, (int(round(x)), int(round(y))), r, 1, -1)
+    return out.astype(bool)
+
+
+def keep_seeded_components(mask: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    """Components of ``mask`` that touch ``seeds``, holes filled."""
+    if not mask.any():
+        return mask
+    lab, n = ndi.label(mask)
+    ids = np.unique(lab[seeds & mask])
+    ids = ids[ids > 0]
+    if ids.size == 0:
+        return np.zeros_like(mask)
+    kept = np.isin(lab, ids)
+    return ndi.binary_fill_holes(kept)
+
+
+def _boundary_edge_score(mask: np.ndarray, grad: np.ndarray) -> float:
+    """Mean edge strength on the mask boundary (objects tend to end on edges)."""
+    m = mask.astype(np.uint8)
+    ring = cv2.morphologyEx(m, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)).astype(bool)
+    if not ring.any():
+        return 0.0
+    return float(grad[ring].mean())
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+
+class ClassicalSegmenter:
+    """Click-promptable segmenter with no learned weights (see module docstring)."""
+
+    name = "classical"
+
+    def __init__(self, config: ClassicalSegmenterConfig | None = None, device: str = "cpu"):
+        self.config = config or ClassicalSegmenterConfig()
+        self.device = device  # CPU only; kept for interface symmetry with SAM
+        self._prep: _Prepared | None = None
+        self._cache_key: Hashable | None = None
+
+    # -- image ------------------------------------------------------------------------------
+    def set_image(self, image: np.ndarray, *, cache_key: Hashable | None = None) -> None:
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected H×W×3 uint8 RGB, got {image.shape} {image.dtype}")
+        if cache_key is not None and cache_key == self._cache_key and self._prep is not None:
+            return
+        h, w = image.shape[:2]
+        scale = min(1.0, self.config.work_size / max(h, w))
+        size = (max(1, int(round(w * scale))), max(1, int(round(h * scale))))
+        small = cv2.resize(image, size, interpolation=cv2.INTER_AREA) if scale < 1 else image
+        grad = edge_map(small)
+        cost = (1.0 + self.config.edge_weight * grad**2).astype(np.float64)
+        self._prep = _Prepared(image=image, small=small, cost=cost, grad=grad, scale=scale)
+        self._cache_key = cache_key
+
+    # -- prediction -------------------------------------------------------------------------
+    def predict(
+        self,
+        point_coords: np.ndarray,
+        point_labels: np.ndarray,
+        *,
+        mask_prior: np.ndarray | None = None,
+        multimask_output: bool = True,
+    ) -> SegmentOutput:
+        if self._prep is None:
+            raise RuntimeError("set_image must be called before predict")
+        prep = self._prep
+        cfg = self.config
+        h, w = prep.image.shape[:2]
+        pts = np.asarray(point_coords, dtype=np.float64).reshape(-1, 2)
+        labels = np.asarray(point_labels).reshape(-1).astype(int)
+        if pts.shape[0] != labels.shape[0]:
+            raise ValueError("point_coords and point_labels differ in length")
+        inside = (pts[:, 0] >= 0) & (pts[:, 0] < w) & (pts[:, 1] >= 0) & (pts[:, 1] < h)
+        pts, labels = pts[inside], labels[inside]
+        pos, neg = pts[labels == 1], pts[labels == 0]
+        n_out = len(cfg.ratios) if multimask_output else 1
+
+        sh, sw = prep.small.shape[:2]
+        prior_small = None
+        if mask_prior is not None:
+            if mask_prior.shape != (h, w):
+                raise ValueError(f"mask_prior {mask_prior.shape} != image {(h, w)}")
+            prior_small = cv2.resize(
+                np.asarray(mask_prior, np.float32), (sw, sh), interpolation=cv2.INTER_AREA
+            )
+
+        radius = cfg.click_radius * max(sh, sw)
+        pos_seed = _discs((sh, sw), pos * prep.scale, radius)
+        neg_seed = _discs((sh, sw), neg * prep.scale, radius)
+        if prior_small is not None:
+            pos_seed |= self._prior_core(prep, prior_small, pos_seed, neg_seed)
+        if not pos_seed.any():
+            return _empty(h, w, n_out)
+
+        d_pos = geodesic_distance(prep.cost, pos_seed)
+        border = np.zeros((sh, sw), bool)
+        border[0, :] = border[-1, :] = border[:, 0] = border[:, -1] = True
+        border &= ~pos_seed
+        d_border = geodesic_distance(prep.cost, border) * cfg.border_weight
+        d_neg = np.minimum(d_border, geodesic_distance(prep.cost, neg_seed))
+        if prior_small is not None:
+            outside = prior_small < cfg.prior_out
+            d_neg = np.minimum(d_neg, geodesic_distance(prep.cost, outside & ~pos_seed) * 2.0)
+
+        ratios = cfg.ratios if multimask_output else (1.0,)
+        candidates = [self._cut(prep, d_pos, d_neg, r, pos_seed, neg_seed) for r in ratios]
+        scores = _score(candidates, prep.grad, prep.small)
+        masks = np.stack([self._to_native(prep, m) for m in candidates])
+        masks &= ~_neg_points_mask(neg, h, w)
+        return SegmentOutput(masks=masks, scores=scores.astype(np.float32))
+
+    def _prior_core(
+        self, prep: _Prepared, prior: np.ndarray, pos_seed: np.ndarray, neg_seed: np.ndarray
+    ) -> np.ndarray:
+        """Confident part of ``mask_prior`` usable as positive seeds.
+
+        A negative click inside the prior claims the part of it that is geodesically closer
+        to the click than to the prior's far side (or to the positive clicks), so a correction
+        removes a local region, not the whole object.
+        """
+        core = prior > self.config.prior_core
+        if not neg_seed.any() or not (core & ~neg_seed).any():
+            return core & ~neg_seed
+        # Strongly edge-weighted: the claimed part stops at colour edges inside the prior.
+        cost = 1.0 + 50.0 * prep.grad.astype(np.float64) ** 2
+        d_click = geodesic_distance(cost, neg_seed)
+        finite = core & np.isfinite(d_click)
+        med = float(np.median(d_click[finite])) if finite.any() else 0.0
+        far = (core & (d_click > med)) | pos_seed
+        d_far = geodesic_distance(cost, far)
+        return core & (d_click > d_far)
+
+    def _cut(
+        self,
+        prep: _Prepared,
+        d_pos: np.ndarray,
+        d_neg: np.ndarray,
+        ratio: float,
+        pos_seed: np.ndarray,
+        neg_seed: np.ndarray,
+    ) -> np.ndarray:
+        """Geodesic trimap → GrabCut → seeded components, at the working size."""
+        likely = d_pos < ratio * d_neg
+        gc = np.full(d_pos.shape, GC_PR_BGD, np.uint8)
+        gc[likely] = GC_PR_FGD
+        gc[d_pos < 0.35 * ratio * d_neg] = GC_FGD
+        gc[d_neg * ratio < 0.25 * d_pos] = GC_BGD
+        gc[pos_seed] = GC_FGD
+        gc[neg_seed] = GC_BGD
+        has_fg = np.isin(gc, (GC_FGD, GC_PR_FGD)).any()
+        has_bg = np.isin(gc, (GC_BGD, GC_PR_BGD)).any()
+        if self.config.grabcut_iters > 0 and has_fg and has_bg:
+            bgd = np.zeros((1, 65), np.float64)
+            fgd = np.zeros((1, 65), np.float64)
+            try:
+                cv2.grabCut(
+                    prep.small, gc, None, bgd, fgd, self.config.grabcut_iters,
+                    cv2.GC_INIT_WITH_MASK,
+                )  # fmt: skip
+            except cv2.error as exc:  # degenerate colour models (e.g. a flat image)
+                log.debug("grabCut failed (%s); keeping the geodesic split", exc)
+        mask = np.isin(gc, (GC_FGD, GC_PR_FGD))
+        return keep_seeded_components(mask, pos_seed)
+
+    def _to_native(self, prep: _Prepared, mask: np.ndarray) -> np.ndarray:
+        h, w = prep.image.shape[:2]
+        soft = mask.astype(np.float32)
+        if soft.shape != (h, w):
+            soft = cv2.resize(soft, (w, h), interpolation=cv2.INTER_LINEAR)
+        raw = soft > 0.5
+        r = self.config.refine_radius
+        if r > 0 and raw.any():
+            guide = contrast_guide(prep.image, raw)
+            refined = guided_filter(guide, soft, r, self.config.refine_eps) > 0.5
+            # Refinement snaps boundaries; it must not erase thin or tiny objects.
+            if refined.sum() >= 0.7 * raw.sum():
+                return refined
+        return raw
+
+
+def _neg_points_mask(neg: np.ndarray, h: int, w: int) -> np.ndarray:
+    out = np.zeros((h, w), bool)
+    for x, y in neg:
+        out[int(y), int(x)] = True
+    return out
+
+
+def _ring_contrast(small: np.ndarray, mask: np.ndarray, bits: int = 3) -> float:
+    """1 − Bhattacharyya coefficient between colours inside ``mask`` and in a ring around it.
+
+    A region that stops where the colour changes (an object) scores high; one that cuts
+    through a uniform area or stops short inside the object scores low.
+    """
+    area = int(mask.sum())
+    if area == 0 or mask.all():
+        return 0.0
+    k = max(3, int(0.25 * np.sqrt(area)) | 1)
+    ring = cv2.dilate(mask.astype(np.uint8), np.ones((k, k), np.uint8)).astype(bool) & ~mask
+    if not ring.any():
+        return 0.0
+    q = (small >> (8 - bits)).astype(np.int32)
+    idx = (q[..., 0] << (2 * bits)) | (q[..., 1] << bits) | q[..., 2]
+    n = 1 << (3 * bits)
+    h_in = np.bincount(idx[mask], minlength=n).astype(np.float64)
+    h_out = np.bincount(idx[ring], minlength=n).astype(np.float64)
+    bc = np.sqrt(h_in / h_in.sum() * h_out / h_out.sum()).sum()
+    return float(1.0 - bc)
+
+
+def _score(candidates: list[np.ndarray], grad: np.ndarray, small: np.ndarray) -> np.ndarray:
+    """Quality in [0, 1]: colour contrast with the surroundings, boundary edges, stability."""
+    n = len(candidates)
+    out = np.zeros(n)
+    for i, m in enumerate(candidates):
+        if not m.any():
+            continue
+        neigh = [candidates[j] for j in (i - 1, i + 1) if 0 <= j < n]
+        stab = np.mean([_iou(m, o) for o in neigh]) if neigh else 1.0
+        edge = min(1.0, _boundary_edge_score(m, grad) / 0.5)
+        out[i] = 0.5 * _ring_contrast(small, m) + 0.25 * edge + 0.25 * stab
+    return out
+
+
+def _empty(h: int, w: int, n: int) -> SegmentOutput:
+    return SegmentOutput(masks=np.zeros((n, h, w), bool), scores=np.zeros(n, np.float32))

@@ -1,0 +1,597 @@
+"""Weights-free mask propagation: optical flow + anchored colour models (OpenCV, NumPy).
+
+Each step works on a reduced copy of the frame (long side ``work_size``):
+
+1. **Motion.** DIS optical flow from the previous frame to the new one, with a forward-backward
+   consistency check (unreliable flow → the carried value is pulled towards "unsure"). Near
+   each object the flow is replaced by the object's whole-body similarity motion (masked
+   template matching over a few scales) wherever that explains the pixels better — this
+   rescues textureless objects, fast motion and zoom.
+2. **Forward splatting** of each object's probability along that motion: unlike backward
+   warping it does not smear the mask into the area the object uncovers.
+3. **Shape prior + appearance.** The warped mask becomes a signed-distance logit (only a band of
+   a few pixels around its boundary is uncertain); the log-likelihood ratio of joint RGB
+   histograms of the object and its surroundings, anchored on keyframes and slowly blended
+   with recent frames, re-decides that band.
+4. **Regularisation.** An edge-aware guided filter smooths the result (never erasing a small
+   object); a per-frame area jump beyond ``max_growth`` is damped.
+5. **Loss and re-detection.** An object whose area collapses is marked lost; its model is kept
+   and the whole frame is searched with it for a component of plausible size, so it comes back
+   after an occlusion or after leaving and re-entering the frame.
+
+Probabilities of the K objects are made exclusive with a background channel (argmax → no
+overlap) and returned at native size (fast guided upsampling) as (K+1)×H×W float32.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from backend.media import FrameSource
+from backend.segmenter.classical import fisher_projection, guided_filter, guided_upsample, project
+from backend.tracker.base import TrackedFrame
+
+log = logging.getLogger(__name__)
+
+_EPS = 1e-4
+
+
+@dataclass(frozen=True)
+class ClassicalTrackerConfig:
+    """Settings of :class:`ClassicalTracker` (global; never tuned per video)."""
+
+    work_size: int = 432
+    """Long side in pixels of the working copy (flow, colour, fusion)."""
+    flow_preset: int = 1
+    """cv2.DISOpticalFlow preset: 0 ultrafast, 1 fast, 2 medium."""
+    fb_check: bool = True
+    """Forward-backward flow consistency (doubles flow cost)."""
+    fb_tol: float = 1.5
+    """Forward-backward error (working pixels) at which the warp confidence halves."""
+    color_bits: int = 4
+    """Bits per RGB channel of the colour histograms (4 → 4096 bins)."""
+    color_weight: float = 1.2
+    """Weight of the colour log-likelihood ratio in the fused logit."""
+    flow_weight: float = 1.0
+    """Weight of the warped-shape logit in the fused logit."""
+    color_clip: float = 4.0
+    max_shift: float = 0.12
+    """Search radius of the whole-object shift (fraction of the working long side); 0 = off."""
+    scales: tuple[float, ...] = (0.92, 1.0, 1.08)
+    """Scale changes tried by the whole-object match (zoom, approaching objects)."""
+    shape_sigma: float = 3.0
+    """Softness (working pixels) of the shape prior around the warped boundary."""
+    band: float = 0.06
+    """Width of the surroundings ring of the colour model and of the zone where the object
+    motion may replace the flow (fraction of the working long side)."""
+    model_rate: float = 0.05
+    """Blend rate of the recent-frame histograms into the anchored ones."""
+    anchor_share: float = 0.8
+    """Share of the keyframe (anchor) histogram in the model that is used."""
+    max_growth: float = 1.3
+    """Largest area ratio between consecutive frames before the prediction is damped."""
+    lost_ratio: float = 0.05
+    """An object whose area falls below this share of its reference area is lost."""
+    redetect_min_score: float = 0.6
+    """Mean foreground colour probability a re-detected component needs."""
+    smooth_radius: int = 3
+    contrast_guide: bool = False
+    """Guide the smoothing with the object-vs-surroundings colour projection (else grey)."""
+    smooth_eps: float = 2e-3
+    native_refine_radius: int = 2
+    """Radius (working pixels) of the guided upsampling to native size; 0 = plain bilinear."""
+
+
+# -- small pure helpers ---------------------------------------------------------------------
+
+
+def work_scale(h: int, w: int, work_size: int) -> float:
+    return min(1.0, work_size / max(h, w))
+
+
+def resize_to(img: np.ndarray, size_wh: tuple[int, int], area: bool = True) -> np.ndarray:
+    if (img.shape[1], img.shape[0]) == size_wh:
+        return img
+    return cv2.resize(img, size_wh, interpolation=cv2.INTER_AREA if area else cv2.INTER_LINEAR)
+
+
+def color_index(rgb: np.ndarray, bits: int) -> np.ndarray:
+    """Quantised joint RGB bin of every pixel (int32 H×W)."""
+    q = (rgb >> (8 - bits)).astype(np.int32)
+    return (q[..., 0] << (2 * bits)) | (q[..., 1] << bits) | q[..., 2]
+
+
+def histogram(idx: np.ndarray, weights: np.ndarray, bins: int) -> np.ndarray:
+    """Normalised (Laplace-smoothed) histogram of ``idx`` weighted by ``weights``."""
+    h = np.bincount(idx.ravel(), weights=weights.ravel().astype(np.float64), minlength=bins)
+    h = h + 0.5
+    return (h / h.sum()).astype(np.float32)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def warp(img: np.ndarray, flow: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Sample ``img`` at ``grid + flow`` (backward warping)."""
+    m = grid + flow
+    return cv2.remap(img, m[..., 0], m[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+
+
+def splat(
+    img: np.ndarray, flow: np.ndarray, grid: np.ndarray, fill: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Forward-warp ``img`` along ``flow`` (previous → new frame) by nearest splatting.
+
+    Returns the warped image and a coverage map in [0, 1]. Unlike backward warping, pixels that
+    the object uncovers (its trailing edge) receive nothing, so masks do not smear behind moving
+    objects; small holes are closed by a 3×3 normalised box filter, larger ones get ``fill``.
+    """
+    h, w = img.shape
+    tx = np.rint(grid[..., 0] + flow[..., 0]).astype(np.int32)
+    ty = np.rint(grid[..., 1] + flow[..., 1]).astype(np.int32)
+    ok = (tx >= 0) & (tx < w) & (ty >= 0) & (ty < h)
+    lin = (ty * w + tx)[ok]
+    acc = np.bincount(lin, weights=img[ok], minlength=h * w).reshape(h, w).astype(np.float32)
+    cnt = np.bincount(lin, minlength=h * w).reshape(h, w).astype(np.float32)
+    acc = cv2.boxFilter(acc, -1, (3, 3), normalize=False)
+    cnt = cv2.boxFilter(cnt, -1, (3, 3), normalize=False)
+    out = np.where(cnt > 0, acc / np.maximum(cnt, 1e-6), fill).astype(np.float32)
+    return out, np.minimum(cnt, 1.0)
+
+
+def signed_distance(mask: np.ndarray) -> np.ndarray:
+    """Distance to the mask boundary in pixels: positive inside, negative outside."""
+    m = mask.astype(np.uint8)
+    if not m.any():
+        return np.full(mask.shape, -1e3, np.float32)
+    if m.all():
+        return np.full(mask.shape, 1e3, np.float32)
+    inside = cv2.distanceTransform(m, cv2.DIST_L2, 3)
+    outside = cv2.distanceTransform(1 - m, cv2.DIST_L2, 3)
+    return (inside - outside + np.where(m > 0, -0.5, 0.5)).astype(np.float32)
+
+
+def object_motion(
+    prev_gray: np.ndarray,
+    gray: np.ndarray,
+    mask: np.ndarray,
+    max_shift: int,
+    scales: tuple[float, ...] = (1.0,),
+) -> tuple[float, float, float, float, float] | None:
+    """Whole-object similarity motion by masked template matching of the previous patch.
+
+    Returns ``(scale, ox, oy, nx, ny)``: the previous patch's top-left ``(ox, oy)`` maps to
+    ``(nx, ny)`` and the patch is scaled by ``scale``, i.e. ``x' = scale · (x − o) + n``.
+    A rigid fallback for where optical flow fails: flat, textureless objects get near-zero DIS
+    flow, and fast zooms/blur break it. A small penalty on the displacement (and on scale
+    changes) breaks ties towards "no motion" on flat images.
+    """
+    ys, xs = np.nonzero(mask)
+    if ys.size < 4:
+        return None
+    h, w = gray.shape
+    y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+    tmpl0 = prev_gray[y0:y1, x0:x1].astype(np.float32)
+    tmask0 = mask[y0:y1, x0:x1].astype(np.float32)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    best: tuple[float, tuple[float, float, float, float, float]] | None = None
+    for sc in scales:
+        th, tw = max(2, round((y1 - y0) * sc)), max(2, round((x1 - x0) * sc))
+        if th >= h or tw >= w:
+            continue
+        tmpl = tmpl0 if sc == 1.0 else cv2.resize(tmpl0, (tw, th))
+        tmask = tmask0 if sc == 1.0 else cv2.resize(tmask0, (tw, th))
+        # Search window: the scaled box around the same centre, grown by max_shift.
+        bx0, by0 = round(cx - tw / 2), round(cy - th / 2)
+        sx0, sy0 = max(0, bx0 - max_shift), max(0, by0 - max_shift)
+        sx1, sy1 = min(w, bx0 + tw + max_shift), min(h, by0 + th + max_shift)
+        if sx1 - sx0 < tw or sy1 - sy0 < th:
+            continue
+        search = gray[sy0:sy1, sx0:sx1].astype(np.float32)
+        res = cv2.matchTemplate(search, tmpl, cv2.TM_SQDIFF, mask=tmask)
+        res = res / max(float(tmask.sum()), 1.0)
+        oy, ox = np.mgrid[: res.shape[0], : res.shape[1]]
+        dx, dy = ox + sx0 - bx0, oy + sy0 - by0
+        res = res + 0.05 * (dx * dx + dy * dy) + 200.0 * abs(np.log(sc))
+        k = int(np.argmin(res))
+        cand = (float(res.flat[k]), (sc, x0, y0, float(ox.flat[k] + sx0), float(oy.flat[k] + sy0)))
+        if best is None or cand[0] < best[0]:
+            best = cand
+    return None if best is None else best[1]
+
+
+def motion_field(motion: tuple[float, float, float, float, float], grid: np.ndarray) -> np.ndarray:
+    """Displacement field x' − x of an :func:`object_motion` similarity at every pixel."""
+    sc, ox, oy, nx, ny = motion
+    field = np.empty_like(grid)
+    field[..., 0] = (sc - 1.0) * grid[..., 0] - sc * ox + nx
+    field[..., 1] = (sc - 1.0) * grid[..., 1] - sc * oy + ny
+    return field
+
+
+def photometric_error(
+    prev_gray: np.ndarray, gray: np.ndarray, flow: np.ndarray, grid: np.ndarray, k: int = 7
+) -> np.ndarray:
+    """Locally averaged |new(x + flow) − previous(x)| at previous pixels (flow: field or 2-vector)."""
+    moved = warp(gray.astype(np.float32), np.broadcast_to(flow, grid.shape), grid)
+    err = np.abs(moved - prev_gray.astype(np.float32))
+    return cv2.boxFilter(err, -1, (k, k))
+
+
+def exclusive_probs(p: np.ndarray) -> np.ndarray:
+    """K×H×W independent object probabilities → (K+1)×H×W with background, summing to 1.
+
+    The background is the chance that no object is there, so for one object argmax
+    is simply p > 0.5, and with several the most likely one wins each pixel.
+    """
+    bg = np.prod(1.0 - p, axis=0, keepdims=True)
+    out = np.concatenate([bg, p], axis=0).astype(np.float32)
+    out /= np.maximum(out.sum(axis=0, keepdims=True), 1e-6)
+    return out
+
+
+def largest_component(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    if n <= 1:
+        return np.zeros_like(mask, dtype=bool), 0
+    k = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    return lab == k, int(stats[k, cv2.CC_STAT_AREA])
+
+
+# -- per-object model -----------------------------------------------------------------------
+
+
+@dataclass
+class _ObjectState:
+    """What one object carries from frame to frame inside one propagate call."""
+
+    prob: np.ndarray  # working-size foreground probability
+    fg_anchor: np.ndarray
+    bg_anchor: np.ndarray
+    fg_recent: np.ndarray
+    bg_recent: np.ndarray
+    ref_area: float
+    area: float
+    lost: bool = False
+    lost_frames: int = 0
+
+    def likelihood(self, idx: np.ndarray, anchor_share: float, clip: float) -> np.ndarray:
+        fg = anchor_share * self.fg_anchor + (1 - anchor_share) * self.fg_recent
+        bg = anchor_share * self.bg_anchor + (1 - anchor_share) * self.bg_recent
+        table = np.clip(np.log(fg) - np.log(bg), -clip, clip).astype(np.float32)
+        return table[idx]
+
+
+def _models_from_mask(
+    idx: np.ndarray, mask: np.ndarray, bins: int, ring_px: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Foreground histogram of ``mask`` and background histogram of its surroundings.
+
+    The background is weighted towards a ring around the object (what it may leak into)
+    but includes the whole frame so distant colours are known too.
+    """
+    m = mask.astype(np.uint8)
+    k = max(3, 2 * ring_px + 1)
+    ring = cv2.dilate(m, np.ones((k, k), np.uint8)).astype(bool) & ~mask
+    bg_w = (~mask).astype(np.float32) + 3.0 * ring
+    return histogram(idx, mask.astype(np.float32), bins), histogram(idx, bg_w, bins)
+
+
+@dataclass
+class _FrameContext:
+    """Per-frame quantities shared by all objects (working size)."""
+
+    small: np.ndarray  # working-size RGB
+    gray: np.ndarray
+    prev_gray: np.ndarray
+    flow: np.ndarray  # previous → new
+    conf: np.ndarray
+    grid: np.ndarray
+    idx: np.ndarray
+    flow_err: np.ndarray
+
+
+# -- session --------------------------------------------------------------------------------
+
+
+class ClassicalTrackerSession:
+    """One video: keyframe masks in, per-frame probabilities out (see backend.tracker.base)."""
+
+    def __init__(self, frames: FrameSource, config: ClassicalTrackerConfig):
+        self.frames = frames
+        self.config = config
+        self._masks: dict[int, dict[int, np.ndarray]] = {}  # frame → obj → native bool mask
+        self._size: tuple[int, int] | None = None  # native (h, w)
+
+    # -- prompts ------------------------------------------------------------------------------
+    def add_mask(self, frame_index: int, obj_id: int, mask: np.ndarray) -> None:
+        if not 0 <= frame_index < len(self.frames):
+            raise IndexError(f"frame {frame_index} outside 0..{len(self.frames) - 1}")
+        m = np.asarray(mask).astype(bool)
+        if m.ndim != 2:
+            raise ValueError(f"mask must be H×W, got {m.shape}")
+        if self._size is None:
+            self._size = self.frames[frame_index].shape[:2]
+        if m.shape != self._size:
+            raise ValueError(f"mask {m.shape} != frame size {self._size}")
+        self._masks.setdefault(frame_index, {})[int(obj_id)] = m
+
+    def remove_object(self, obj_id: int) -> None:
+        for per_frame in self._masks.values():
+            per_frame.pop(int(obj_id), None)
+        self._masks = {f: d for f, d in self._masks.items() if d}
+
+    def close(self) -> None:
+        self._masks.clear()
+
+    @property
+    def obj_ids(self) -> list[int]:
+        return sorted({o for d in self._masks.values() for o in d})
+
+    # -- propagation --------------------------------------------------------------------------
+    def propagate(
+        self, start: int, *, reverse: bool = False, stop: int | None = None
+    ) -> Iterator[TrackedFrame]:
+        if start not in self._masks:
+            raise ValueError(f"no mask was added on the start frame {start}")
+        n = len(self.frames)
+        if stop is None:
+            stop = 0 if reverse else n - 1
+        if not 0 <= stop < n:
+            raise IndexError(f"stop {stop} outside 0..{n - 1}")
+        step = -1 if reverse else 1
+        if (stop - start) * step < 0:
+            raise ValueError(f"stop {stop} is on the wrong side of start {start}")
+        return self._run(start, stop, step)
+
+    def _run(self, start: int, stop: int, step: int) -> Iterator[TrackedFrame]:
+        cfg = self.config
+        obj_ids = self.obj_ids
+        # Snapshot prompts so edits during iteration do not corrupt this pass.
+        prompts = {f: dict(d) for f, d in self._masks.items()}
+        frame = self._read(start)
+        h, w = frame.shape[:2]
+        s = work_scale(h, w, cfg.work_size)
+        wsize = (max(1, int(round(w * s))), max(1, int(round(h * s))))
+        grid = np.dstack(np.meshgrid(np.arange(wsize[0]), np.arange(wsize[1]))).astype(np.float32)
+        flow_engine = cv2.DISOpticalFlow_create(cfg.flow_preset)
+        bins = 1 << (3 * cfg.color_bits)
+        ring_px = max(2, int(cfg.band * max(wsize)))
+
+        small = resize_to(frame, wsize)
+        idx = color_index(small, cfg.color_bits)
+        states: dict[int, _ObjectState] = {}
+        self._apply_keyframe(prompts.get(start, {}), states, idx, wsize, bins, ring_px)
+        prev_gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+        yield self._emit(start, obj_ids, states, frame, (h, w), keyframe=prompts.get(start))
+
+        t = start
+        while t != stop:
+            t += step
+            frame = self._read(t)
+            if frame.shape[:2] != (h, w):
+                raise ValueError(f"frame {t} is {frame.shape[:2]}, expected {(h, w)}")
+            small = resize_to(frame, wsize)
+            gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+            idx = color_index(small, cfg.color_bits)
+            flow, conf = self._flow(flow_engine, gray, prev_gray, grid)
+            ctx = _FrameContext(
+                small=small,
+                gray=gray, prev_gray=prev_gray, flow=flow, conf=conf, grid=grid, idx=idx,
+                flow_err=photometric_error(prev_gray, gray, flow, grid),
+            )  # fmt: skip
+            for st in states.values():
+                self._step_object(st, ctx, bins, ring_px)
+            self._make_exclusive(states)
+            keyframe = prompts.get(t)
+            if keyframe:
+                self._apply_keyframe(keyframe, states, idx, wsize, bins, ring_px)
+            prev_gray = gray
+            yield self._emit(t, obj_ids, states, frame, (h, w), keyframe=keyframe)
+
+    def _read(self, t: int) -> np.ndarray:
+        frame = np.asarray(self.frames[t])
+        if frame.ndim != 3 or frame.shape[2] != 3:
+            raise ValueError(f"frame {t}: expected H×W×3 RGB, got {frame.shape}")
+        return frame.astype(np.uint8, copy=False)
+
+    def _flow(
+        self, engine, gray: np.ndarray, prev_gray: np.ndarray, grid: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Forward flow (previous → new frame) and its confidence in [0, 1] at previous pixels."""
+        fwd = engine.calc(prev_gray, gray, None)
+        if not self.config.fb_check:
+            return fwd, np.ones(gray.shape, np.float32)
+        back = engine.calc(gray, prev_gray, None)
+        # The backward vector where each previous pixel lands should cancel the forward one.
+        back_at = warp(back, fwd, grid)
+        err = np.sqrt(((fwd + back_at) ** 2).sum(axis=2))
+        conf = 1.0 / (1.0 + (err / self.config.fb_tol) ** 2)
+        return fwd, conf.astype(np.float32)
+
+    def _object_flow(self, st: _ObjectState, ctx: _FrameContext, ring_px: int) -> np.ndarray:
+        """Optical flow, replaced by the whole-object shift where that explains the pixels
+        better (lower local photometric error) — rescues textureless or fast objects."""
+        mask = st.prob > 0.5
+        max_shift = max(4, int(self.config.max_shift * max(mask.shape)))
+        motion = object_motion(ctx.prev_gray, ctx.gray, mask, max_shift, self.config.scales)
+        if motion is None:
+            return ctx.flow
+        rigid = motion_field(motion, ctx.grid)
+        rigid_err = photometric_error(ctx.prev_gray, ctx.gray, rigid, ctx.grid)
+        near = cv2.dilate(mask.astype(np.uint8), np.ones((2 * ring_px + 1,) * 2, np.uint8))
+        use_rigid = (rigid_err <= ctx.flow_err) & (near > 0)
+        if not use_rigid.any():
+            return ctx.flow
+        flow = ctx.flow.copy()
+        flow[use_rigid] = rigid[use_rigid]
+        return flow
+
+    def _step_object(self, st: _ObjectState, ctx: _FrameContext, bins: int, ring_px: int) -> None:
+        cfg = self.config
+        idx, grid = ctx.idx, ctx.grid
+        col = st.likelihood(idx, cfg.anchor_share, cfg.color_clip)
+        if st.lost:
+            self._redetect(st, col, idx, bins, ring_px)
+            return
+        flow = self._object_flow(st, ctx, ring_px) if cfg.max_shift > 0 else ctx.flow
+        # Unreliable flow: pull the carried value towards "unsure" so colour decides.
+        carried = 0.5 + (st.prob - 0.5) * (0.3 + 0.7 * ctx.conf)
+        warped, _ = splat(carried, flow, grid, fill=0.3)
+        # Shape prior: signed distance to the warped boundary, so deep inside/outside is
+        # fixed and only a band of a few pixels around the boundary is re-decided by colour.
+        # This stops flow smear from accumulating frame after frame.
+        shape = np.clip(signed_distance(warped > 0.5) / cfg.shape_sigma, -8.0, 8.0)
+        fused = cfg.flow_weight * shape + cfg.color_weight * col
+        prob = sigmoid(fused).astype(np.float32)
+        if cfg.smooth_radius > 0:
+            prob = self._smooth(prob, ctx)
+        area = float((prob > 0.5).sum())
+        # Bounded size change: damp towards the warped prediction when the area jumps.
+        if st.area > 0 and area > cfg.max_growth * st.area:
+            prob = 0.5 * prob + 0.5 * warped
+            area = float((prob > 0.5).sum())
+        st.prob = prob
+        st.area = area
+        if area < cfg.lost_ratio * st.ref_area:
+            st.lost = True
+            st.lost_frames = 0
+            st.prob = np.zeros_like(prob)
+            return
+        self._update_model(st, idx, bins, ring_px)
+
+    def _smooth(self, prob: np.ndarray, ctx: _FrameContext) -> np.ndarray:
+        """Edge-aware smoothing; the guide is the frame projected onto the colour direction
+        that separates this object from its surroundings. Never erases a small object."""
+        cfg = self.config
+        mask = prob > 0.5
+        proj = fisher_projection(ctx.small, mask) if cfg.contrast_guide else None
+        guide = ctx.gray.astype(np.float32) / 255.0 if proj is None else project(ctx.small, proj)
+        out = np.clip(guided_filter(guide, prob, cfg.smooth_radius, cfg.smooth_eps), 0.0, 1.0)
+        return out if (out > 0.5).sum() >= 0.5 * mask.sum() else prob
+
+    def _update_model(self, st: _ObjectState, idx: np.ndarray, bins: int, ring_px: int) -> None:
+        mask = st.prob > 0.5
+        if not mask.any():
+            return
+        fg, bg = _models_from_mask(idx, mask, bins, ring_px)
+        r = self.config.model_rate
+        st.fg_recent = (1 - r) * st.fg_recent + r * fg
+        st.bg_recent = (1 - r) * st.bg_recent + r * bg
+
+    def _redetect(
+        self, st: _ObjectState, col: np.ndarray, idx: np.ndarray, bins: int, ring_px: int
+    ) -> None:
+        """Look for the lost object everywhere by colour; accept a plausible component."""
+        cfg = self.config
+        st.lost_frames += 1
+        if st.ref_area < 4:  # never had a real mask: nothing to look for
+            return
+        p = sigmoid(2.0 * col)
+        p = cv2.GaussianBlur(p, (0, 0), 2.0)
+        cand, area = largest_component(p > 0.5)
+        if not (0.3 * st.ref_area <= area <= 2.5 * st.ref_area):
+            return
+        if float(p[cand].mean()) < cfg.redetect_min_score:
+            return
+        log.debug("re-detected object after %d frames (area %d)", st.lost_frames, area)
+        st.prob = np.where(cand, p, 0.0).astype(np.float32)
+        st.area = float(area)
+        st.lost = False
+
+    @staticmethod
+    def _make_exclusive(states: dict[int, _ObjectState]) -> None:
+        if len(states) < 2:
+            return
+        keys = list(states)
+        probs = exclusive_probs(np.stack([states[k].prob for k in keys]))
+        for i, k in enumerate(keys):
+            states[k].prob = probs[i + 1]
+
+    def _apply_keyframe(
+        self,
+        masks: dict[int, np.ndarray],
+        states: dict[int, _ObjectState],
+        idx: np.ndarray,
+        wsize: tuple[int, int],
+        bins: int,
+        ring_px: int,
+    ) -> None:
+        """Keyframe masks replace the prediction and re-anchor the colour model."""
+        for oid, native in masks.items():
+            soft = resize_to(native.astype(np.float32), wsize)
+            mask = soft > 0.5
+            fg, bg = _models_from_mask(idx, mask, bins, ring_px)
+            area = float(mask.sum())
+            prob = np.where(mask, 1.0 - _EPS, _EPS).astype(np.float32)
+            st = states.get(oid)
+            if st is None or area == 0:
+                states[oid] = _ObjectState(prob, fg, bg, fg, bg, max(area, 1.0), area, lost=False)
+                if area == 0:
+                    states[oid].lost = True
+                continue
+            st.prob, st.area, st.ref_area, st.lost = prob, area, area, False
+            st.fg_anchor = 0.5 * st.fg_anchor + 0.5 * fg
+            st.bg_anchor = 0.5 * st.bg_anchor + 0.5 * bg
+            st.fg_recent, st.bg_recent = fg, bg
+
+    def _emit(
+        self,
+        t: int,
+        obj_ids: list[int],
+        states: dict[int, _ObjectState],
+        frame: np.ndarray,
+        hw: tuple[int, int],
+        keyframe: dict[int, np.ndarray] | None,
+    ) -> TrackedFrame:
+        """Native-size probabilities: keyframe masks as given, predictions upsampled with an
+        edge-aware (fast guided filter) step whose guide separates the object's colours."""
+        h, w = hw
+        keyframe = keyframe or {}
+        per_obj = []
+        small = None
+        for oid in obj_ids:
+            if oid in keyframe:
+                per_obj.append(keyframe[oid].astype(np.float32))
+                continue
+            st = states.get(oid)
+            if st is None or not (st.prob > 0.5).any():
+                per_obj.append(np.zeros((h, w), np.float32))
+                continue
+            r = self.config.native_refine_radius
+            if small is None:
+                small = resize_to(frame, (st.prob.shape[1], st.prob.shape[0]))
+            proj = fisher_projection(small, st.prob > 0.5) if r > 0 else None
+            if proj is None:
+                per_obj.append(cv2.resize(st.prob, (w, h), interpolation=cv2.INTER_LINEAR))
+                continue
+            p = guided_upsample(
+                project(small, proj), st.prob, project(frame, proj), r, self.config.smooth_eps
+            )
+            per_obj.append(np.clip(p, 0.0, 1.0))
+        if not per_obj:
+            return TrackedFrame(index=t, obj_ids=[], probs=np.ones((1, h, w), np.float32))
+        if len(per_obj) == 1:
+            p = per_obj[0]
+            probs = np.stack([1.0 - p, p]).astype(np.float32)
+        else:
+            probs = exclusive_probs(np.stack(per_obj))
+        return TrackedFrame(index=t, obj_ids=list(obj_ids), probs=probs)
+
+
+@dataclass
+class ClassicalTracker:
+    """Factory of :class:`ClassicalTrackerSession` (weights-free, CPU)."""
+
+    config: ClassicalTrackerConfig = field(default_factory=ClassicalTrackerConfig)
+    device: str = "cpu"
+    name: str = "classical"
+
+    def start(self, frames: FrameSource) -> ClassicalTrackerSession:
+        return ClassicalTrackerSession(frames, self.config)

@@ -1,0 +1,185 @@
+"""ClassicalSegmenter: clicks → masks on synthetic images and one real DAVIS frame."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from backend.media import read_image
+from backend.segmenter.base import Segmenter
+from backend.segmenter.classical import (
+    ClassicalSegmenter,
+    ClassicalSegmenterConfig,
+    geodesic_distance,
+    guided_filter,
+    keep_seeded_components,
+)
+
+H, W = 120, 160
+DAVIS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "davis2016-val"
+
+
+def _background(seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(0, 1, (H // 4, W // 4, 3)).astype(np.float32)
+    tex = cv2.resize(noise, (W, H), interpolation=cv2.INTER_CUBIC)
+    return np.clip(np.array([90, 110, 90], np.float32) + 20 * tex, 0, 255).astype(np.uint8)
+
+
+def _scene(mask: np.ndarray, colour=(220, 40, 40), seed: int = 0) -> np.ndarray:
+    img = _background(seed)
+    img[mask] = colour
+    return img
+
+
+def _disk(cx: float, cy: float, r: float) -> np.ndarray:
+    yy, xx = np.mgrid[:H, :W]
+    return (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    u = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / u) if u else 1.0
+
+
+def _predict(img, pts, labels, **kw):
+    seg = ClassicalSegmenter()
+    seg.set_image(img)
+    return seg.predict(np.array(pts, float).reshape(-1, 2), np.array(labels), **kw)
+
+
+def test_implements_protocol():
+    assert isinstance(ClassicalSegmenter(), Segmenter)
+
+
+def test_one_click_on_disk():
+    gt = _disk(70, 60, 25)
+    out = _predict(_scene(gt), [[70, 60]], [1])
+    n = len(ClassicalSegmenterConfig().ratios)
+    assert out.masks.shape == (n, H, W) and out.masks.dtype == bool
+    assert out.scores.shape == (n,) and np.all((out.scores >= 0) & (out.scores <= 1))
+    assert _iou(out.best_mask(), gt) > 0.9
+
+
+def test_single_mask_output():
+    gt = _disk(70, 60, 25)
+    out = _predict(_scene(gt), [[70, 60]], [1], multimask_output=False)
+    assert out.masks.shape == (1, H, W)
+    assert _iou(out.masks[0], gt) > 0.9
+
+
+def test_negative_click_cuts_a_part_away():
+    left, right = _disk(50, 60, 22), _disk(105, 60, 22)
+    bridge = np.zeros((H, W), bool)
+    bridge[56:64, 50:105] = True
+    obj = left | right | bridge
+    img = _scene(obj)
+    both = _predict(img, [[50, 60]], [1]).best_mask()
+    assert both[60, 105]  # one click takes the whole same-coloured blob
+    cut = _predict(img, [[50, 60], [105, 60]], [1, 0]).best_mask()
+    assert cut[60, 50] and not cut[60, 105]
+    assert (cut & right).sum() < 0.1 * right.sum()
+
+
+def test_negative_only_and_no_clicks_give_empty():
+    img = _scene(_disk(70, 60, 25))
+    for pts, labels in (([[70, 60]], [0]), (np.zeros((0, 2)), np.zeros(0, int))):
+        out = _predict(img, pts, labels)
+        assert out.masks.shape[1:] == (H, W)
+        assert not out.masks.any()
+        assert np.all(out.scores == 0)
+
+
+def test_clicks_outside_the_image_are_ignored():
+    gt = _disk(70, 60, 25)
+    out = _predict(_scene(gt), [[70, 60], [-5, 10], [500, 10]], [1, 0, 1])
+    assert _iou(out.best_mask(), gt) > 0.9
+
+
+def test_tiny_object():
+    gt = _disk(100, 40, 4)
+    out = _predict(_scene(gt), [[100, 40]], [1])
+    assert out.best_mask()[40, 100]
+    assert _iou(out.best_mask(), gt) > 0.5
+
+
+def test_uniform_image_does_not_fail():
+    img = np.full((H, W, 3), 77, np.uint8)
+    out = _predict(img, [[80, 60]], [1])
+    m = out.best_mask()
+    assert m[60, 80]  # the clicked pixel is in
+    assert m.sum() < H * W  # but not the whole frame
+
+
+def test_mask_prior_alone_is_kept_and_snapped_to_the_object():
+    gt = _disk(70, 60, 25)
+    prior = np.roll(gt, 3, axis=1).astype(np.float32)  # slightly off
+    out = _predict(_scene(gt), np.zeros((0, 2)), np.zeros(0, int), mask_prior=prior)
+    assert _iou(out.best_mask(), gt) > _iou(prior > 0.5, gt)
+
+
+def test_mask_prior_with_negative_click_removes_region():
+    left, right = _disk(50, 60, 22), _disk(110, 60, 22)
+    img = _scene(left | right)
+    prior = (left | right).astype(np.float32)
+    out = _predict(img, [[110, 60]], [0], mask_prior=prior).best_mask()
+    assert out[60, 50] and not out[60, 110]
+    assert _iou(out, left) > 0.8
+
+
+def test_bad_inputs_raise():
+    seg = ClassicalSegmenter()
+    with pytest.raises(RuntimeError):
+        seg.predict(np.array([[1.0, 1.0]]), np.array([1]))
+    with pytest.raises(ValueError):
+        seg.set_image(np.zeros((10, 10), np.uint8))
+    seg.set_image(_background())
+    with pytest.raises(ValueError):
+        seg.predict(np.array([[1.0, 1.0]]), np.array([1]), mask_prior=np.zeros((5, 5)))
+
+
+def test_cache_key_reuses_preparation():
+    seg = ClassicalSegmenter()
+    img = _background()
+    seg.set_image(img, cache_key=("t", 0))
+    prep = seg._prep
+    seg.set_image(img, cache_key=("t", 0))
+    assert seg._prep is prep
+    seg.set_image(img, cache_key=("t", 1))
+    assert seg._prep is not prep
+
+
+def test_helpers():
+    cost = np.ones((5, 7))
+    seeds = np.zeros((5, 7), bool)
+    seeds[2, 0] = True
+    d = geodesic_distance(cost, seeds)
+    assert d[2, 0] == 0 and d[2, 6] > d[2, 3] > 0
+    assert np.all(np.isinf(geodesic_distance(cost, np.zeros_like(seeds))))
+    m = np.zeros((9, 9), bool)
+    m[1:4, 1:4] = m[5:8, 5:8] = True
+    m[2, 2] = False
+    s = np.zeros_like(m)
+    s[6, 6] = True
+    kept = keep_seeded_components(m, s)
+    assert kept[6, 6] and not kept[1, 1]
+    flat = np.full((8, 8), 0.5, np.float32)
+    np.testing.assert_allclose(guided_filter(flat, flat, 2, 1e-3), 0.5, atol=1e-5)
+
+
+@pytest.mark.skipif(not DAVIS.is_dir(), reason="../shared DAVIS data not present")
+def test_real_davis_frame_one_click():
+    img = read_image(DAVIS / "JPEGImages" / "480p" / "blackswan" / "00000.jpg")
+    gt = cv2.imread(str(DAVIS / "Annotations" / "480p" / "blackswan" / "00000.png"), 0) > 127
+    size = (427, 240)
+    img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+    gt = cv2.resize(gt.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
+    dt = cv2.distanceTransform(gt.astype(np.uint8), cv2.DIST_L2, 5)
+    y, x = np.unravel_index(int(np.argmax(dt)), dt.shape)
+    seg = ClassicalSegmenter(ClassicalSegmenterConfig())
+    seg.set_image(img)
+    out = seg.predict(np.array([[x, y]], float), np.array([1]))
+    assert _iou(out.best_mask(), gt) > 0.6

@@ -1,0 +1,295 @@
+"""ClassicalTracker: protocol rules, failure modes, and accuracy on synthetic and real clips."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from backend.media import ArrayFrameSource, FolderFrameSource
+from backend.tracker.base import Tracker, TrackerSession
+from backend.tracker.classical import (
+    ClassicalTracker,
+    ClassicalTrackerConfig,
+    exclusive_probs,
+    signed_distance,
+    splat,
+)
+
+H, W = 120, 160
+DAVIS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "davis2016-val"
+
+
+def _background(seed: int = 0) -> np.ndarray:
+    """A textured grey-green background so optical flow has something to lock on."""
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(0, 1, (H // 4, W // 4, 3)).astype(np.float32)
+    tex = cv2.resize(noise, (W, H), interpolation=cv2.INTER_CUBIC)
+    base = np.array([90, 110, 90], np.float32)
+    return np.clip(base + 25 * tex, 0, 255).astype(np.uint8)
+
+
+def _disk(cx: float, cy: float, r: float) -> np.ndarray:
+    yy, xx = np.mgrid[:H, :W]
+    return (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
+
+
+def _clip(centres, r=14, colour=(220, 40, 40), bg_seed=0):
+    """Frames with a red disk at each centre (None = hidden); returns frames and masks."""
+    bg = _background(bg_seed)
+    frames, masks = [], []
+    for c in centres:
+        img = bg.copy()
+        m = np.zeros((H, W), bool) if c is None else _disk(c[0], c[1], r)
+        img[m] = colour
+        frames.append(img)
+        masks.append(m)
+    return frames, masks
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    u = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / u) if u else 1.0
+
+
+class CountingSource:
+    """A FrameSource that records every read."""
+
+    def __init__(self, frames):
+        self.frames = frames
+        self.reads: list[int] = []
+
+    def __len__(self):
+        return len(self.frames)
+
+    def __getitem__(self, i):
+        self.reads.append(i)
+        return self.frames[i]
+
+
+def _run(frames, masks0, *, start=0, reverse=False, stop=None, config=None):
+    session = ClassicalTracker(config or ClassicalTrackerConfig()).start(ArrayFrameSource(frames))
+    for oid, m in masks0.items():
+        session.add_mask(start, oid, m)
+    return list(session.propagate(start, reverse=reverse, stop=stop))
+
+
+# -- protocol -------------------------------------------------------------------------------
+
+
+def test_implements_protocols():
+    tracker = ClassicalTracker()
+    assert isinstance(tracker, Tracker)
+    frames, _ = _clip([(40, 60)] * 2)
+    assert isinstance(tracker.start(ArrayFrameSource(frames)), TrackerSession)
+
+
+def test_start_frame_first_and_order_forward_reverse_stop():
+    frames, masks = _clip([(30 + 4 * i, 60) for i in range(8)])
+    fwd = _run(frames, {1: masks[2]}, start=2)
+    assert [o.index for o in fwd] == list(range(2, 8))
+    assert np.array_equal(fwd[0].masks()[1], masks[2])  # the conditioned mask itself
+    back = _run(frames, {1: masks[5]}, start=5, reverse=True, stop=1)
+    assert [o.index for o in back] == [5, 4, 3, 2, 1]
+
+
+def test_probs_shape_dtype_and_normalised():
+    frames, masks = _clip([(40 + 3 * i, 60) for i in range(4)])
+    out = _run(frames, {7: masks[0]})
+    for o in out:
+        assert o.obj_ids == [7]
+        assert o.probs.shape == (2, H, W) and o.probs.dtype == np.float32
+        assert np.all(np.isfinite(o.probs))
+        np.testing.assert_allclose(o.probs.sum(axis=0), 1.0, atol=1e-4)
+
+
+def test_bad_calls_raise():
+    frames, masks = _clip([(40, 60)] * 3)
+    session = ClassicalTracker().start(ArrayFrameSource(frames))
+    with pytest.raises(ValueError):
+        list(session.propagate(0))  # no mask on the start frame
+    session.add_mask(1, 1, masks[1])
+    with pytest.raises(ValueError):
+        session.add_mask(0, 1, np.zeros((10, 10), bool))
+    with pytest.raises(IndexError):
+        session.add_mask(5, 1, masks[0])
+    with pytest.raises(ValueError):
+        list(session.propagate(1, stop=0))  # stop behind start going forward
+
+
+def test_frames_are_read_lazily_one_at_a_time():
+    frames, masks = _clip([(30 + 3 * i, 60) for i in range(10)])
+    src = CountingSource(frames)
+    session = ClassicalTracker().start(src)
+    session.add_mask(0, 1, masks[0])
+    src.reads.clear()
+    it = session.propagate(0)
+    for k in range(4):
+        next(it)
+        assert max(src.reads) == k  # nothing read ahead of what was yielded
+    it.close()
+
+
+# -- tracking quality -----------------------------------------------------------------------
+
+
+def test_tracks_moving_disk():
+    frames, masks = _clip([(30 + 5 * i, 50 + 2 * i) for i in range(16)])
+    out = _run(frames, {1: masks[0]})
+    ious = [_iou(o.masks()[1], masks[o.index]) for o in out]
+    assert min(ious) > 0.8, ious
+
+
+def test_reverse_tracks_too():
+    frames, masks = _clip([(30 + 5 * i, 60) for i in range(12)])
+    out = _run(frames, {1: masks[11]}, start=11, reverse=True)
+    assert _iou(out[-1].masks()[1], masks[0]) > 0.8
+
+
+def test_each_propagate_starts_clean():
+    frames, masks = _clip([(30 + 5 * i, 60) for i in range(10)])
+    session = ClassicalTracker().start(ArrayFrameSource(frames))
+    session.add_mask(0, 1, masks[0])
+    first = [o.probs for o in session.propagate(0)]
+    session.add_mask(9, 1, masks[9])
+    list(session.propagate(9, reverse=True))  # a backward pass in between
+    again = [o.probs for o in session.propagate(0, stop=8)]
+    for a, b in zip(first[:9], again, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_keyframe_on_the_way_overrides_prediction():
+    frames, masks = _clip([(30 + 5 * i, 60) for i in range(10)])
+    session = ClassicalTracker().start(ArrayFrameSource(frames))
+    session.add_mask(0, 1, masks[0])
+    correction = np.zeros((H, W), bool)
+    correction[10:30, 10:40] = True  # deliberately not the disk
+    session.add_mask(5, 1, correction)
+    out = {o.index: o for o in session.propagate(0)}
+    assert np.array_equal(out[5].masks()[1], correction)
+    assert _iou(out[4].masks()[1], masks[4]) > 0.8  # before the keyframe: still tracking
+
+
+def test_object_appearing_on_a_later_keyframe_joins():
+    frames, masks = _clip([(30 + 5 * i, 60) for i in range(8)])
+    square = np.zeros((H, W), bool)
+    square[5:20, 120:150] = True
+    session = ClassicalTracker().start(ArrayFrameSource(frames))
+    session.add_mask(0, 1, masks[0])
+    session.add_mask(3, 2, square)
+    out = list(session.propagate(0))
+    assert all(o.obj_ids == [1, 2] for o in out)
+    assert not out[1].masks()[2].any()  # not there before its keyframe
+    assert np.array_equal(out[3].masks()[2], square)
+
+
+def test_two_objects_never_overlap():
+    bg = _background(1)
+    frames, m1s, m2s = [], [], []
+    for i in range(10):
+        img = bg.copy()
+        m1 = _disk(40 + 4 * i, 60, 15)
+        m2 = _disk(120 - 4 * i, 60, 15) & ~m1  # they meet and occlude in the middle
+        img[m1] = (220, 40, 40)
+        img[m2] = (40, 40, 220)
+        frames.append(img)
+        m1s.append(m1)
+        m2s.append(m2)
+    out = _run(frames, {1: m1s[0], 2: m2s[0]})
+    for o in out:
+        ms = o.masks()
+        assert not np.logical_and(ms[1], ms[2]).any()
+    assert _iou(out[-1].masks()[1], m1s[-1]) > 0.6
+    assert _iou(out[-1].masks()[2], m2s[-1]) > 0.5
+
+
+def test_remove_object():
+    frames, masks = _clip([(40, 60)] * 3)
+    session = ClassicalTracker().start(ArrayFrameSource(frames))
+    session.add_mask(0, 1, masks[0])
+    session.add_mask(0, 2, ~masks[0])
+    session.remove_object(2)
+    assert all(o.obj_ids == [1] for o in session.propagate(0))
+
+
+# -- failure modes --------------------------------------------------------------------------
+
+
+def test_object_leaving_the_frame_disappears():
+    frames, masks = _clip([(110 + 8 * i, 60) for i in range(12)])  # gone after ~frame 8
+    out = _run(frames, {1: masks[0]})
+    assert out[-1].masks()[1].sum() < 0.1 * masks[0].sum()
+
+
+def test_empty_start_mask_gives_empty_output():
+    frames, _ = _clip([(40 + 3 * i, 60) for i in range(5)])
+    out = _run(frames, {1: np.zeros((H, W), bool)})
+    assert len(out) == 5
+    assert all(not o.masks()[1].any() for o in out)
+
+
+def test_tiny_object_is_kept():
+    frames, masks = _clip([(40 + 2 * i, 60) for i in range(8)], r=3)
+    out = _run(frames, {1: masks[0]})
+    assert _iou(out[-1].masks()[1], masks[-1]) > 0.4
+
+
+def test_uniform_frame_in_the_middle():
+    frames, masks = _clip([(40 + 3 * i, 60) for i in range(9)])
+    frames[4] = np.full((H, W, 3), 128, np.uint8)  # a flash / blank frame
+    out = _run(frames, {1: masks[0]})
+    assert len(out) == 9
+    assert all(np.all(np.isfinite(o.probs)) for o in out)
+    assert out[4].masks()[1].sum() < 4 * masks[0].sum()  # no explosion on the blank frame
+
+
+def test_recovers_after_full_occlusion():
+    centres = [(40 + 3 * i, 60) for i in range(5)] + [None] * 4
+    centres += [(80 + 3 * i, 60) for i in range(6)]
+    frames, masks = _clip(centres)
+    out = _run(frames, {1: masks[0]})
+    assert out[7].masks()[1].sum() < 0.2 * masks[0].sum()  # hidden: not hallucinated
+    assert _iou(out[-1].masks()[1], masks[-1]) > 0.6  # found again by colour
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def test_splat_moves_without_trailing_smear():
+    img = np.zeros((20, 30), np.float32)
+    img[5:10, 5:10] = 1.0
+    grid = np.dstack(np.meshgrid(np.arange(30), np.arange(20))).astype(np.float32)
+    flow = np.zeros((20, 30, 2), np.float32)
+    flow[..., 0] = 6.0
+    out, _ = splat(img, flow, grid, fill=0.0)
+    assert out[7, 13] > 0.9 and out[7, 6] < 0.1
+
+
+def test_signed_distance_and_exclusive_probs():
+    m = np.zeros((9, 9), bool)
+    m[2:7, 2:7] = True
+    sd = signed_distance(m)
+    assert sd[4, 4] > 0 > sd[0, 0]
+    p = exclusive_probs(np.stack([np.full((2, 2), 0.9), np.full((2, 2), 0.6)]).astype(np.float32))
+    assert p.shape == (3, 2, 2)
+    assert np.all(np.argmax(p, axis=0) == 1)
+
+
+# -- real video -----------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not DAVIS.is_dir(), reason="../shared DAVIS data not present")
+def test_real_davis_clip_from_ground_truth():
+    seq = "blackswan"
+    src = FolderFrameSource(DAVIS / "JPEGImages" / "480p" / seq)
+    size = (427, 240)
+    frames = [cv2.resize(src[i], size, interpolation=cv2.INTER_AREA) for i in range(8)]
+    gts = []
+    for i in range(8):
+        g = cv2.imread(str(DAVIS / "Annotations" / "480p" / seq / f"{i:05d}.png"), 0)
+        gts.append(cv2.resize(g, size, interpolation=cv2.INTER_NEAREST) > 127)
+    out = _run(frames, {1: gts[0]})
+    ious = [_iou(o.masks()[1], gts[o.index]) for o in out[1:]]
+    assert np.mean(ious) > 0.8, ious
