@@ -30,9 +30,10 @@ from backend.jobs import Job, JobManager, JobSpec, JobStore
 from backend.labelconfig import ProjectSchema, parse_label_config
 from backend.lsclient import LabelStudioConnection, replace_prediction
 from backend.media import FrameSource, MediaFetcher, TaskFrameCache
-from backend.pipeline import segment_keyframes, segment_video
+from backend.pipeline import segment_keyframes, segment_video, sticky_prior
 from backend.prompts import (
     PromptSet,
+    RelMask,
     parse_context,
     prompts_from_json,
     prompts_to_json,
@@ -92,6 +93,8 @@ class TrackAnythingModel:
         self._lock = threading.Lock()  # prompt memory and result cache
         self._memory: OrderedDict[int, PromptSet] = OrderedDict()
         self._results: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._shown: OrderedDict[int, dict[tuple[str, int], RelMask]] = OrderedDict()
+        self._priors: dict[int, dict] = {}  # per task: (label, frame) → (clicks, prior)
         self.jobs = JobManager(
             JobStore(settings.model_dir / "jobs.sqlite3"),
             self._run_job,
@@ -170,7 +173,11 @@ class TrackAnythingModel:
             self._start_task(t, schema, config, context=context or None, deadline=deadline)
             for t in tasks
         ]
-        return {"results": [self._answer(p, deadline) for p in pending]}
+        results = [self._answer(p, deadline) for p in pending]
+        for task, prediction in zip(tasks, results, strict=True):
+            if isinstance(task, dict) and isinstance(task.get("id"), int):
+                self._show(task["id"], prediction)
+        return {"results": results}
 
     def _start_task(
         self,
@@ -197,7 +204,7 @@ class TrackAnythingModel:
                     f"<KeyPointLabels name={schema.keypoint_name!r}>"
                 )
             answer_labels = prompts.labels
-            prompts = self._remember(task_id, prompts)
+            prompts = self._with_shown_priors(task_id, self._remember(task_id, prompts))
         else:
             prompts = self._prompts_from_task(task, schema, len(urls))
             answer_labels = prompts.labels
@@ -355,6 +362,7 @@ class TrackAnythingModel:
 
     def _job_done(self, job: Job) -> None:
         if job.prediction is not None:
+            self._show(job.spec.task_id, job.prediction)
             with self._lock:
                 self._results[job.spec.key] = job.prediction
                 while len(self._results) > 16:
@@ -439,6 +447,58 @@ class TrackAnythingModel:
             while len(self._memory) > 256:
                 self._memory.popitem(last=False)
         return merged
+
+    def _show(self, task_id: int | None, prediction: dict[str, Any]) -> None:
+        """Remember what the annotator was shown for the task (priors for correction clicks)."""
+        if task_id is None:
+            return
+        shown = {}
+        for r in prediction.get("result", []):
+            label = r["value"]["brushlabels"][0]
+            rle_value = r["value"]["rle"]
+            shown[(label, r.get("item_index", 0))] = RelMask(
+                rle=rle_value if isinstance(rle_value, bytes) else bytes(rle_value),
+                width=r["original_width"],
+                height=r["original_height"],
+            )
+        labels = {label for label, _ in shown}
+        with self._lock:
+            kept = {
+                key: m for key, m in self._shown.get(task_id, {}).items() if key[0] not in labels
+            }
+            self._shown[task_id] = {**kept, **shown}
+            self._shown.move_to_end(task_id)
+            while len(self._shown) > 64:
+                self._shown.popitem(last=False)
+
+    def _with_shown_priors(self, task_id: int | None, prompts: PromptSet) -> PromptSet:
+        """Clicks on a frame correct the mask shown there: that mask becomes their prior.
+
+        A copy of ``prompts`` with priors added as masks for clicked frames that
+        have no painted mask; a frame keeps its prior while its clicks do not
+        change (see ``backend.pipeline.sticky_prior``).
+        """
+        if task_id is None:
+            return prompts
+        with self._lock:
+            shown = self._shown.get(task_id, {})
+            store = self._priors.setdefault(task_id, {})
+            while len(self._priors) > 64:
+                self._priors.pop(next(iter(self._priors)))
+            masks = {label: dict(frames) for label, frames in prompts.masks.items()}
+            for label, frames in prompts.clicks.items():
+                for k, clicks in frames.items():
+                    if k in masks.get(label, {}):
+                        continue
+                    signature = tuple((round(c.fx, 6), round(c.fy, 6), c.positive) for c in clicks)
+                    prior = sticky_prior(
+                        store, (label, k), signature, lambda key=(label, k): shown.get(key)
+                    )
+                    if prior is not None:
+                        masks.setdefault(label, {})[k] = RelMask(
+                            rle=list(prior.rle), width=prior.width, height=prior.height
+                        )
+        return PromptSet(clicks=prompts.clicks, masks=masks)
 
     def _forget_results(self, task_id: int) -> None:
         with self._lock:

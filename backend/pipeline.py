@@ -51,6 +51,50 @@ def _clicks_to_arrays(clicks: list[Click]) -> tuple[np.ndarray, np.ndarray]:
     return pts, lab
 
 
+PriorStore = dict[tuple, tuple[Hashable, object]]
+
+
+def sticky_prior(store: PriorStore, key: tuple, signature: Hashable, shown: Callable[[], object]):
+    """The prior of a clicked frame: kept while the frame's clicks stay the same, renewed from
+    what was shown there when they change.
+
+    So re-sending the same clicks gives the same masks (no drift), and a new
+    click on a frame refines the mask the annotator saw there.
+    """
+    held = store.get(key)
+    if held is not None and held[0] == signature:
+        return held[1]
+    prior = shown()
+    store[key] = (signature, prior)
+    return prior
+
+
+def apply_correction_priors(
+    objects: list[ObjectPrompt],
+    shown: Callable[[int, int], np.ndarray | None],
+    store: PriorStore,
+) -> list[ObjectPrompt]:
+    """Make clicks on a frame correct the mask the annotator saw there.
+
+    For every frame with clicks and no painted mask, the mask shown there when
+    its clicks last changed (``shown(obj_id, frame)`` at that time, kept in
+    ``store``) becomes the segmenter's prior: a correction click on a
+    propagated frame edits that mask instead of starting from scratch, as SAM 2
+    does with its previous mask logits.
+    """
+    for obj in objects:
+        for k, clicks in obj.clicks.items():
+            if k in obj.masks:
+                continue
+            signature = tuple((round(c.x, 2), round(c.y, 2), c.positive) for c in clicks)
+            prior = sticky_prior(
+                store, (obj.obj_id, k), signature, lambda o=obj.obj_id, f=k: shown(o, f)
+            )
+            if prior is not None and prior.any():
+                obj.masks[k] = prior.astype(bool)
+    return objects
+
+
 def segment_keyframes(
     engine: Engine,
     frames: FrameSource,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +42,7 @@ class RelClick:
 class RelMask:
     """A brush mask from the context with the size it was drawn at."""
 
-    rle: list[int]
+    rle: Sequence[int]  # a list from JSON, or bytes when kept compact
     width: int
     height: int
 

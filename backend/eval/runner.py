@@ -41,6 +41,7 @@ from backend.eval.metrics import (
     summarize,
 )
 from backend.media import LazyFrameSource, MediaError, read_image
+from backend.pipeline import apply_correction_priors
 from backend.types import ObjectPrompt
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,7 @@ def run_sequence(
     ]
     run = SequenceRun(name=name, n_frames=len(seq))
     preds: list[np.ndarray] = []
+    priors: dict = {}
     for r in range(1, rounds + 1):
         t0 = time.perf_counter()
         preds = predict_labels(engine, frames, objects, shape)
@@ -144,6 +146,10 @@ def run_sequence(
                 by_id[oid] = ObjectPrompt(obj_id=oid, label=f"object {oid}")
                 objects.append(by_id[oid])
             by_id[oid].clicks.setdefault(corr.frame, []).append(click)
+        # as in the server: clicks on a frame correct the mask shown there when they were made
+        for obj in objects:
+            obj.masks.clear()
+        apply_correction_priors(objects, lambda oid, k, shown=preds: shown[k] == oid, priors)
     return run, preds, [p.stem for p in seq.annotations]
 
 

@@ -322,6 +322,9 @@ class ClassicalSegmenter:
         if self.config.grabcut_iters > 0 and has_fg and has_bg:
             bgd = np.zeros((1, 65), np.float64)
             fgd = np.zeros((1, 65), np.float64)
+            # GrabCut seeds its colour models with k-means on OpenCV's global RNG: fix the
+            # seed so the same clicks always give the same mask, whatever ran before.
+            cv2.setRNGSeed(-1)  # OpenCV's own initial state
             try:
                 cv2.grabCut(
                     prep.small, gc, None, bgd, fgd, self.config.grabcut_iters,

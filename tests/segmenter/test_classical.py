@@ -174,9 +174,7 @@ def test_helpers():
 def test_real_davis_frame_one_click():
     img = read_image(DAVIS / "JPEGImages" / "480p" / "blackswan" / "00000.jpg")
     gt = cv2.imread(str(DAVIS / "Annotations" / "480p" / "blackswan" / "00000.png"), 0) > 127
-    size = (427, 240)
-    img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
-    gt = cv2.resize(gt.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
+    # native 854×480; the mask is deterministic (GrabCut's RNG is seeded) — measured J 0.67
     dt = cv2.distanceTransform(gt.astype(np.uint8), cv2.DIST_L2, 5)
     y, x = np.unravel_index(int(np.argmax(dt)), dt.shape)
     seg = ClassicalSegmenter(ClassicalSegmenterConfig())
