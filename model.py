@@ -30,7 +30,7 @@ from backend.jobs import Job, JobManager, JobSpec, JobStore
 from backend.labelconfig import ProjectSchema, parse_label_config
 from backend.lsclient import LabelStudioConnection, replace_prediction
 from backend.media import FrameSource, MediaFetcher, TaskFrameCache
-from backend.pipeline import segment_keyframes, segment_video, sticky_prior
+from backend.pipeline import correction_start, segment_keyframes, segment_video, sticky_prior
 from backend.prompts import (
     PromptSet,
     RelMask,
@@ -39,7 +39,7 @@ from backend.prompts import (
     prompts_to_json,
     to_object_prompts,
 )
-from backend.results import assemble_prediction, compact_region, frame_regions
+from backend.results import assemble_prediction, compact_region, frame_regions, region_id
 from backend.server.errors import BusyError, RequestError
 from backend.server.metrics import Metrics
 from backend.types import FramePrediction
@@ -95,6 +95,7 @@ class TrackAnythingModel:
         self._results: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._shown: OrderedDict[int, dict[tuple[str, int], RelMask]] = OrderedDict()
         self._priors: dict[int, dict] = {}  # per task: (label, frame) → (clicks, prior)
+        self._runs: dict[int, tuple] = {}  # per task: last finished run, for corrections
         self.jobs = JobManager(
             JobStore(settings.model_dir / "jobs.sqlite3"),
             self._run_job,
@@ -204,10 +205,13 @@ class TrackAnythingModel:
                     f"<KeyPointLabels name={schema.keypoint_name!r}>"
                 )
             answer_labels = prompts.labels
-            prompts = self._with_shown_priors(task_id, self._remember(task_id, prompts))
+            merged = self._remember(task_id, prompts)
+            signature = _click_signature(merged)
+            prompts = self._with_shown_priors(task_id, merged)
         else:
             prompts = self._prompts_from_task(task, schema, len(urls))
             answer_labels = prompts.labels
+            signature = {}
             if prompts.is_empty():
                 log.warning(
                     "task %s: no keyframe (no keypoints or brush mask in its annotations); "
@@ -222,6 +226,9 @@ class TrackAnythingModel:
             return cached
         frames = self.frames.frames(task_id, urls)
         objects = self._objects(frames, prompts, schema)
+        start, reused = self._correction_plan(task_id, urls, signature, prompts, objects)
+        if start is not None:
+            objects = [_only_frame(o, start) for o in objects]
         lock = self.engine.segmenter_lock
         if not lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
             self._waiting_busy()
@@ -239,6 +246,9 @@ class TrackAnythingModel:
             model_version=self.model_version,
         )
         job = self.jobs.submit(spec, keyframes=keyframes)
+        if job.keyframes is keyframes:  # a new job, not a duplicate of a running one
+            job.start_frame, job.reused, job.signature = start, reused, signature
+            job.objects = objects
         labels = {o.obj_id: o.label for o in objects if o.label in answer_labels}
         with job.lock:  # a queued job still answers with its keyframes
             if job.state.frames_done == 0 and not job.keyframe_regions:
@@ -300,17 +310,25 @@ class TrackAnythingModel:
         spec = job.spec
         schema = parse_label_config(spec.label_config)
         frames = self.frames.frames(spec.task_id, spec.urls)
-        prompts = prompts_from_json(spec.prompts)
-        objects = self._objects(frames, prompts, schema)
+        objects = job.objects
+        if objects is None or job.keyframes is None:  # resumed after a crash: start over
+            objects = self._objects(frames, prompts_from_json(spec.prompts), schema)
+            job.start_frame = None
         labels = {o.obj_id: o.label for o in objects if o.label in spec.answer_labels}
         keyframes = job.keyframes
         if keyframes is None:  # resumed after a crash: compute them again
             keyframes = segment_keyframes(self.engine, frames, objects, cache_key=spec.task_id)
+        start = job.start_frame  # a correction: frames before it are kept from the last run
+        reused = job.reused or {}
         with job.lock:  # a resumed job starts over
             job.state.frames_total = len(frames)
-            job.state.frames_done = 0
-            job.regions, job.scores = [], []
+            job.regions = [r for f in sorted(reused) if f < (start or 0) for r in reused[f][0]]
+            job.scores = [x for f in sorted(reused) if f < (start or 0) for x in reused[f][1]]
+            job.state.frames_done = start or 0
             job.keyframe_regions = _keyframe_regions(keyframes, labels, schema)
+        if start is not None:
+            log.info("task %s: correction on frame %d, frames 0–%d kept", spec.task_id, start,
+                     start - 1)  # fmt: skip
         t0 = time.perf_counter()
         for fp in segment_video(
             self.engine,
@@ -319,12 +337,15 @@ class TrackAnythingModel:
             keyframes=keyframes,
             refine=self.refine,
             cache_key=spec.task_id,
+            backward=start is None,
             should_stop=job.cancel.is_set,
         ):
             regions = [compact_region(r) for r in frame_regions(fp, labels, schema)]
+            scores = [s for o, s in fp.scores.items() if o in labels]
+            job.frames[fp.index] = (regions, scores)
             with job.lock:
                 job.regions.extend(regions)
-                job.scores.extend(s for o, s in fp.scores.items() if o in labels)
+                job.scores.extend(scores)
                 job.keyframe_regions = [
                     r for r in job.keyframe_regions if r.get("item_index", 0) != fp.index
                 ]
@@ -363,6 +384,7 @@ class TrackAnythingModel:
     def _job_done(self, job: Job) -> None:
         if job.prediction is not None:
             self._show(job.spec.task_id, job.prediction)
+            self._remember_run(job)
             with self._lock:
                 self._results[job.spec.key] = job.prediction
                 while len(self._results) > 16:
@@ -500,6 +522,45 @@ class TrackAnythingModel:
                         )
         return PromptSet(clicks=prompts.clicks, masks=masks)
 
+    def _remember_run(self, job: Job) -> None:
+        """Keep a finished interactive run's per-frame regions, to restart corrections from."""
+        task_id, signature = job.spec.task_id, job.signature
+        tracked = set(job.spec.prompts.get("clicks", {})) | set(job.spec.prompts.get("masks", {}))
+        if task_id is None or not signature or tracked != set(job.spec.answer_labels):
+            return  # other objects were tracked jointly but are not in these regions
+        start = job.start_frame or 0
+        frames = {f: v for f, v in (job.reused or {}).items() if f < start}
+        frames.update(job.frames)
+        with self._lock:
+            self._runs[task_id] = (tuple(job.spec.urls), signature, frames)
+            while len(self._runs) > 16:
+                self._runs.pop(next(iter(self._runs)))
+
+    def _correction_plan(self, task_id, urls, signature, prompts: PromptSet, objects):
+        """``(start, reused)`` for a correction restarted at ``start``, or ``(None, None)``.
+
+        On success the objects hold, on frame ``start``, the masks of the last
+        run for objects without clicks there.
+        """
+        with self._lock:
+            last = self._runs.get(task_id)
+        if not last or last[0] != tuple(urls):
+            return None, None
+        start = correction_start(last[1], signature)
+        if start is None or not all(f in last[2] for f in range(start)):
+            return None, None
+        previous = last[2].get(start, ([], []))[0]
+        for obj in objects:
+            if start in obj.clicks:
+                continue
+            region = next((r for r in previous if r["id"] == region_id(obj.obj_id, start)), None)
+            if region is None:
+                return None, None
+            obj.masks[start] = rle.decode(
+                region["value"]["rle"], region["original_height"], region["original_width"]
+            )
+        return start, last[2]
+
     def _forget_results(self, task_id: int) -> None:
         with self._lock:
             for key in [k for k, v in self._results.items() if _key_task(k) == task_id]:
@@ -511,6 +572,33 @@ def _job_key(task_id, urls, fingerprint: str, labels, model_version: str) -> str
         json.dumps([task_id, list(urls), fingerprint, sorted(labels), model_version]).encode()
     ).hexdigest()[:20]
     return f"{task_id}:{digest}"
+
+
+def _click_signature(prompts: PromptSet) -> dict[str, dict[int, tuple]]:
+    """What the annotator gave per label and frame (clicks and painted masks), comparable."""
+    out: dict[str, dict[int, tuple]] = {}
+    for label, frames in prompts.clicks.items():
+        for k, clicks in frames.items():
+            out.setdefault(label, {})[k] = tuple(
+                (round(c.fx, 6), round(c.fy, 6), c.positive) for c in clicks
+            )
+    for label, frames in prompts.masks.items():
+        for k, m in frames.items():
+            sig = hashlib.sha1(bytes(m.rle)).hexdigest()
+            out.setdefault(label, {})[k] = (*out.get(label, {}).get(k, ()), sig)
+    return out
+
+
+def _only_frame(obj, frame: int):
+    """The object's prompts restricted to one frame (a correction's restart frame)."""
+    from backend.types import ObjectPrompt
+
+    return ObjectPrompt(
+        obj.obj_id,
+        obj.label,
+        clicks={k: v for k, v in obj.clicks.items() if k == frame},
+        masks={k: v for k, v in obj.masks.items() if k == frame},
+    )
 
 
 def _key_task(key: str) -> int | None:

@@ -160,6 +160,11 @@ class Job:
         self.prediction: dict[str, Any] | None = None
         self.keyframes: Any = None  # precomputed keyframe masks handed over by the request
         self.exception: BaseException | None = None  # why it failed, re-raised to the requester
+        self.frames: dict[int, tuple[list, list]] = {}  # frame → (regions, scores) done
+        self.start_frame: int | None = None  # a correction restarts here (runtime only)
+        self.reused: dict[int, tuple[list, list]] | None = None  # frames kept from the last run
+        self.signature: dict | None = None  # the prompts it answers, for later corrections
+        self.objects: list | None = None  # pixel prompts prepared by the request (runtime only)
 
 
 Runner = Callable[[Job, Callable[[], None]], dict[str, Any]]

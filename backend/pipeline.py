@@ -52,6 +52,32 @@ def _clicks_to_arrays(clicks: list[Click]) -> tuple[np.ndarray, np.ndarray]:
 
 
 PriorStore = dict[tuple, tuple[Hashable, object]]
+ClickSignature = dict[str, dict[int, tuple]]  # label → frame → clicks on that frame
+
+
+def correction_start(previous: ClickSignature, current: ClickSignature) -> int | None:
+    """The frame from which a correction must be propagated, or None for a full run.
+
+    A correction is the common case of scrubbing forward and fixing one frame:
+    the same objects, every earlier keyframe unchanged, and new or changed
+    clicks on one frame ``k`` at or after all keyframes. Frames before ``k`` are
+    then unaffected by the forward pass and need not be recomputed; the
+    propagation restarts at ``k`` from the corrected masks (as Track-Anything's
+    own correction does, without re-tracking the start of the clip).
+    """
+    if not previous or set(previous) != set(current):
+        return None
+    changed: set[int] = set()
+    for label, frames in current.items():
+        old = previous[label]
+        if not set(old) <= set(frames):
+            return None  # a keyframe was removed
+        changed |= {k for k, sig in frames.items() if old.get(k) != sig}
+    if len(changed) != 1:
+        return None
+    (k,) = changed
+    latest = max(f for frames in (*previous.values(), *current.values()) for f in frames)
+    return k if k == latest and k > 0 else None
 
 
 def sticky_prior(store: PriorStore, key: tuple, signature: Hashable, shown: Callable[[], object]):
@@ -213,6 +239,7 @@ def segment_video(
     cache_key: Hashable | None = None,
     keyframes: dict[int, dict[int, Keyframe]] | None = None,
     refine: RefineConfig | None = None,
+    backward: bool = True,
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> Iterator[FramePrediction]:
@@ -220,7 +247,9 @@ def segment_video(
 
     ``keyframes`` (from :func:`segment_keyframes`) skips step 1 when the
     caller already has them. ``refine`` enables TAM's refinement of poor
-    propagated frames (see :mod:`backend.refine`; off by default). ``progress(done, total)`` is called after each
+    propagated frames (see :mod:`backend.refine`; off by default).
+    ``backward=False`` only propagates forward from the earliest keyframe
+    (a correction restarted at its frame). ``progress(done, total)`` is called after each
     finished frame; ``should_stop()`` is polled between frames and raises
     :class:`Cancelled`.
     """
@@ -264,7 +293,7 @@ def segment_video(
             for oid, kf in objs.items():
                 session.add_mask(k, oid, kf.mask)
         held: dict[int, tuple[dict[int, np.ndarray], dict[int, float]]] = {}
-        if anchor_bwd > 0:
+        if backward and anchor_bwd > 0:
             for tf in session.propagate(anchor_bwd, reverse=True):
                 masks, scores = score_bwd(tf)
                 if tf.index >= anchor_fwd:

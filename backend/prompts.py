@@ -82,8 +82,15 @@ class PromptSet:
         return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _region_label(region: dict[str, Any], keys: tuple[str, ...]) -> str:
+def _value(region: dict[str, Any]) -> dict[str, Any]:
     value = region.get("value") or {}
+    if not isinstance(value, dict):
+        raise PromptError(f"region {region.get('id', '?')}: 'value' must be an object")
+    return value
+
+
+def _region_label(region: dict[str, Any], keys: tuple[str, ...]) -> str:
+    value = _value(region)
     for key in keys:
         labels = value.get(key)
         if isinstance(labels, list) and labels:
@@ -143,7 +150,7 @@ def parse_context(
             label = _region_label(region, ("keypointlabels", "labels"))
             _check_label(label, schema, rid)
             frame = _item_index(region, num_frames)
-            value = region.get("value") or {}
+            value = _value(region)
             click = RelClick(
                 fx=_percent(value.get("x"), "x", rid),
                 fy=_percent(value.get("y"), "y", rid),
@@ -151,7 +158,7 @@ def parse_context(
             )
             prompts.clicks.setdefault(label, {}).setdefault(frame, []).append(click)
         elif rtype == "brushlabels" and from_name in (schema.brush_name, None):
-            value = region.get("value") or {}
+            value = _value(region)
             rle = value.get("rle")
             if not isinstance(rle, list):
                 continue  # strokes ("touches") or data URLs are not brush masks we can read

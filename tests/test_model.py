@@ -56,20 +56,32 @@ def make(tmp_path):
     return TrackAnythingModel(settings, engine_factory=lambda: engine), urls, priors
 
 
-def test_correction_click_refines_the_shown_mask(tmp_path):
+def test_correction_click_refines_the_shown_mask_and_keeps_earlier_frames(tmp_path):
+    from backend import rle
+
     model, urls, priors = make(tmp_path)
     first = model.predict(request(urls, kp(30, 50, 0)))["results"][0]
     assert len(first["result"]) == 6 and priors == [None]
-    # the annotator corrects frame 3: the mask shown there becomes the segmenter's prior
-    model.predict(request(urls, kp(30, 50, 0), kp(60, 50, 3)))
-    assert len(priors) == 3
-    frame0_prior, frame3_prior = priors[1], priors[2]
-    assert frame0_prior is None, "frame 0's clicks did not change: computed as before"
-    assert frame3_prior is not None
+    # the annotator corrects frame 3: only frame 3 is segmented, with the shown mask as prior
+    second = model.predict(request(urls, kp(30, 50, 0), kp(60, 50, 3)))["results"][0]
+    assert len(priors) == 2, "frame 0's clicks did not change: not segmented again"
     shown3 = next(r for r in first["result"] if r["item_index"] == 3)
-    from backend import rle
+    np.testing.assert_array_equal(priors[1] > 0.5, rle.decode(shown3["value"]["rle"], 240, 320))
+    by_frame = {r["item_index"]: r for r in second["result"]}
+    assert sorted(by_frame) == list(range(6))
+    for r in first["result"][:3]:  # frames before the correction are kept as they were
+        assert by_frame[r["item_index"]]["value"]["rle"] == r["value"]["rle"]
+    assert by_frame[3]["value"]["rle"] != shown3["value"]["rle"], "frame 3 changed"
+    jobs = model.list_jobs()["jobs"]
+    assert jobs[0]["frames_done"] == 6
 
-    np.testing.assert_array_equal(frame3_prior > 0.5, rle.decode(shown3["value"]["rle"], 240, 320))
+
+def test_a_correction_before_the_last_keyframe_runs_in_full(tmp_path):
+    model, urls, priors = make(tmp_path)
+    model.predict(request(urls, kp(30, 50, 0), kp(60, 50, 4)))
+    n = len(priors)
+    model.predict(request(urls, kp(30, 50, 0), kp(65, 50, 2), kp(60, 50, 4)))
+    assert len(priors) - n == 3, "every keyframe segmented again"
 
 
 def test_other_labels_are_tracked_jointly_but_not_returned(tmp_path):

@@ -87,6 +87,7 @@ def test_fingerprint_changes_with_clicks_only():
         (kp(10, 20, -1), "out of range"),
         (kp(10, 20, 1.5), "not an integer"),
         (kp(10, 20, 0, label="Dog"), "not a label"),
+        ({**kp(10, 20, 0), "value": 7}, "must be an object"),
     ],
 )
 def test_bad_regions_raise_clear_errors(region, message):

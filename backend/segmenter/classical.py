@@ -182,6 +182,72 @@ def keep_seeded_components(mask: np.ndarray, seeds: np.ndarray) -> np.ndarray:
     return ndi.binary_fill_holes(kept)
 
 
+def _lloyd(x: np.ndarray, clusters: list[np.ndarray], iters: int) -> list[np.ndarray]:
+    """A few k-means (Lloyd) steps from the given clusters; empty clusters are dropped."""
+    centres = np.stack([c.mean(0) for c in clusters if len(c)])
+    for _ in range(iters):
+        d = ((x[:, None, :] - centres[None]) ** 2).sum(-1)
+        lab = d.argmin(1)
+        new = [x[lab == i] for i in range(len(centres))]
+        new = [c for c in new if len(c)]
+        centres = np.stack([c.mean(0) for c in new])
+        clusters = new
+    return clusters
+
+
+def gmm_model(
+    pixels: np.ndarray, k: int = 5, max_samples: int = 20000, lloyd_iters: int = 5
+) -> np.ndarray:
+    """OpenCV GrabCut GMM (1×(13·k): weights, means, covariances) fitted deterministically.
+
+    Orchard–Bouman splitting, as in the GrabCut paper: repeatedly split the cluster with the
+    largest colour variance at its mean along its principal axis. Unlike OpenCV's k-means++
+    initialisation this needs no random numbers, so the cut cannot change with the RNG state.
+    A few k-means steps from that split then settle clusters the mean-split cut through.
+    """
+    x = pixels.reshape(-1, 3)
+    x = x[:: max(1, len(x) // max_samples)].astype(np.float64)
+    clusters = [x]
+    while len(clusters) < k:
+        best, best_var, best_dir = -1, 0.0, None
+        for i, c in enumerate(clusters):
+            if len(c) < 2:
+                continue
+            vals, vecs = np.linalg.eigh(np.cov(c.T))
+            if vals[-1] > best_var:
+                best, best_var, best_dir = i, float(vals[-1]), vecs[:, -1]
+        if best < 0 or best_var <= 1e-9:
+            break
+        c = clusters.pop(best)
+        side = (c - c.mean(0)) @ best_dir > 0
+        clusters += [c[side], c[~side]]
+    clusters = _lloyd(x, clusters, iters=lloyd_iters)
+    model = np.zeros((k, 13), np.float64)
+    for i, c in enumerate(clusters):
+        model[i, 0] = len(c) / len(x)
+        model[i, 1:4] = c.mean(0)
+        cov = np.cov(c.T) if len(c) > 1 else np.zeros((3, 3))
+        model[i, 4:] = (cov + 0.01 * np.eye(3)).reshape(-1)
+    # OpenCV's layout: all weights, then all means, then all covariances.
+    return np.concatenate([model[:, 0], model[:, 1:4].ravel(), model[:, 4:].ravel()])[None]
+
+
+def grabcut_deterministic(image: np.ndarray, trimap: np.ndarray, iters: int) -> np.ndarray:
+    """``cv2.grabCut`` on ``trimap`` (GC_* labels) started from :func:`gmm_model` colour
+    models (``GC_EVAL``), so the result depends only on the inputs; returns the new labels."""
+    gc = trimap.copy()
+    fg = np.isin(gc, (GC_FGD, GC_PR_FGD))
+    pix = image.reshape(-1, 3)
+    bgd = gmm_model(pix[~fg.reshape(-1)])
+    fgd = gmm_model(pix[fg.reshape(-1)])
+    try:
+        cv2.grabCut(image, gc, None, bgd, fgd, iters, cv2.GC_EVAL)
+    except cv2.error as exc:  # degenerate colour models (e.g. a flat image)
+        log.debug("grabCut failed (%s); keeping the geodesic split", exc)
+        return trimap
+    return gc
+
+
 def _boundary_edge_score(mask: np.ndarray, grad: np.ndarray) -> float:
     """Mean edge strength on the mask boundary (objects tend to end on edges)."""
     m = mask.astype(np.uint8)
@@ -274,7 +340,7 @@ class ClassicalSegmenter:
 
         ratios = cfg.ratios if multimask_output else (1.0,)
         candidates = [self._cut(prep, d_pos, d_neg, r, pos_seed, neg_seed) for r in ratios]
-        scores = _score(candidates, prep.grad, prep.small)
+        scores = _score(candidates, prep.grad, prep.small, pos_seed)
         masks = np.stack([self._to_native(prep, m) for m in candidates])
         masks &= ~_neg_points_mask(neg, h, w)
         return SegmentOutput(masks=masks, scores=scores.astype(np.float32))
@@ -313,25 +379,14 @@ class ClassicalSegmenter:
         likely = d_pos < ratio * d_neg
         gc = np.full(d_pos.shape, GC_PR_BGD, np.uint8)
         gc[likely] = GC_PR_FGD
-        gc[d_pos < 0.35 * ratio * d_neg] = GC_FGD
+        gc[d_pos < 0.2 * ratio * d_neg] = GC_FGD
         gc[d_neg * ratio < 0.25 * d_pos] = GC_BGD
         gc[pos_seed] = GC_FGD
         gc[neg_seed] = GC_BGD
         has_fg = np.isin(gc, (GC_FGD, GC_PR_FGD)).any()
         has_bg = np.isin(gc, (GC_BGD, GC_PR_BGD)).any()
         if self.config.grabcut_iters > 0 and has_fg and has_bg:
-            bgd = np.zeros((1, 65), np.float64)
-            fgd = np.zeros((1, 65), np.float64)
-            # GrabCut seeds its colour models with k-means on OpenCV's global RNG: fix the
-            # seed so the same clicks always give the same mask, whatever ran before.
-            cv2.setRNGSeed(-1)  # OpenCV's own initial state
-            try:
-                cv2.grabCut(
-                    prep.small, gc, None, bgd, fgd, self.config.grabcut_iters,
-                    cv2.GC_INIT_WITH_MASK,
-                )  # fmt: skip
-            except cv2.error as exc:  # degenerate colour models (e.g. a flat image)
-                log.debug("grabCut failed (%s); keeping the geodesic split", exc)
+            gc = grabcut_deterministic(prep.small, gc, self.config.grabcut_iters)
         mask = np.isin(gc, (GC_FGD, GC_PR_FGD))
         return keep_seeded_components(mask, pos_seed)
 
@@ -380,8 +435,26 @@ def _ring_contrast(small: np.ndarray, mask: np.ndarray, bits: int = 3) -> float:
     return float(1.0 - bc)
 
 
-def _score(candidates: list[np.ndarray], grad: np.ndarray, small: np.ndarray) -> np.ndarray:
-    """Quality in [0, 1]: colour contrast with the surroundings, boundary edges, stability."""
+def click_centrality(mask: np.ndarray, seeds: np.ndarray) -> float:
+    """How deep inside ``mask`` the positive seeds sit, relative to its deepest point (0..1).
+
+    People click well inside the object they mean; a candidate that leaks into the
+    background puts the click near its edge, so its depth at the click falls behind its own
+    maximum depth.
+    """
+    inside = seeds & mask
+    if not inside.any():
+        return 0.0
+    dist = cv2.distanceTransform(np.pad(mask, 1).astype(np.uint8), cv2.DIST_L2, 3)[1:-1, 1:-1]
+    top = float(dist.max())
+    return float(dist[inside].max()) / top if top > 0 else 0.0
+
+
+def _score(
+    candidates: list[np.ndarray], grad: np.ndarray, small: np.ndarray, seeds: np.ndarray
+) -> np.ndarray:
+    """Quality in [0, 1]: colour contrast with the surroundings, boundary edges, stability,
+    and how central the click is."""
     n = len(candidates)
     out = np.zeros(n)
     for i, m in enumerate(candidates):
@@ -390,8 +463,12 @@ def _score(candidates: list[np.ndarray], grad: np.ndarray, small: np.ndarray) ->
         neigh = [candidates[j] for j in (i - 1, i + 1) if 0 <= j < n]
         stab = np.mean([_iou(m, o) for o in neigh]) if neigh else 1.0
         edge = min(1.0, _boundary_edge_score(m, grad) / 0.5)
-        out[i] = 0.5 * _ring_contrast(small, m) + 0.25 * edge + 0.25 * stab
+        base = 0.5 * _ring_contrast(small, m) + 0.25 * edge + 0.25 * stab
+        out[i] = (1.0 - W_CENTRAL) * base + W_CENTRAL * click_centrality(m, seeds)
     return out
+
+
+W_CENTRAL = 0.4
 
 
 def _empty(h: int, w: int, n: int) -> SegmentOutput:

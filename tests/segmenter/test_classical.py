@@ -12,8 +12,15 @@ from backend.media import read_image
 from backend.segmenter.base import Segmenter
 from backend.segmenter.classical import (
     ClassicalSegmenter,
+    GC_BGD,
+    GC_FGD,
+    GC_PR_BGD,
+    GC_PR_FGD,
     ClassicalSegmenterConfig,
+    click_centrality,
     geodesic_distance,
+    gmm_model,
+    grabcut_deterministic,
     guided_filter,
     keep_seeded_components,
 )
@@ -170,11 +177,63 @@ def test_helpers():
     np.testing.assert_allclose(guided_filter(flat, flat, 2, 1e-3), 0.5, atol=1e-5)
 
 
+def test_gmm_model_layout_and_clusters():
+    rng = np.random.default_rng(1)
+    centres = np.array([[20, 20, 20], [200, 30, 30], [30, 200, 30], [30, 30, 200], [220] * 3])
+    pix = np.concatenate([c + rng.normal(0, 3, (400, 3)) for c in centres]).astype(np.uint8)
+    model = gmm_model(pix)
+    assert model.shape == (1, 65) and model.dtype == np.float64
+    weights, means = model[0, :5], model[0, 5:20].reshape(5, 3)
+    covs = model[0, 20:].reshape(5, 3, 3)
+    np.testing.assert_allclose(weights.sum(), 1.0)
+    # each well-separated colour cluster gets one component with its mean
+    for c in centres:
+        assert np.min(np.linalg.norm(means - c, axis=1)) < 3.0
+    assert all(np.linalg.det(c) > 0 for c in covs)
+    np.testing.assert_array_equal(gmm_model(pix), model)  # no randomness
+    few = gmm_model(np.array([[10, 10, 10], [12, 10, 10]], np.uint8))
+    assert few.shape == (1, 65) and np.isclose(few[0, :5].sum(), 1.0)
+
+
+def test_grabcut_ignores_the_global_rng_state():
+    """Same clicks → same mask, whatever ran before (GrabCut's own init draws random numbers)."""
+    gt = _disk(70, 60, 25) | _disk(110, 70, 12)
+    img = _scene(gt, seed=3)
+    trimap = np.full((H, W), GC_PR_BGD, np.uint8)
+    trimap[_disk(80, 62, 38)] = GC_PR_FGD
+    trimap[_disk(70, 60, 4)] = GC_FGD
+    trimap[:3] = GC_BGD
+    results = []
+    for seed in (0, 1, 12345):
+        cv2.setRNGSeed(seed)
+        results.append(grabcut_deterministic(img, trimap, 3))
+        cv2.setRNGSeed(seed)
+        _ = np.random.default_rng(seed)
+    for r in results[1:]:
+        np.testing.assert_array_equal(r, results[0])
+    fg = np.isin(results[0], (GC_FGD, GC_PR_FGD))
+    assert _iou(fg, gt) > 0.9
+    masks = []
+    for seed in (0, 99):
+        cv2.setRNGSeed(seed)
+        masks.append(_predict(img, [[70, 60]], [1]).masks)
+    np.testing.assert_array_equal(masks[0], masks[1])
+
+
+def test_click_centrality_prefers_the_mask_the_click_is_central_in():
+    seeds = _disk(40, 60, 2)
+    small = _disk(40, 60, 20)
+    leak = small | _disk(100, 60, 40)  # click now sits near the edge of a bigger blob
+    assert click_centrality(small, seeds) > 0.9
+    assert click_centrality(leak, seeds) < 0.6
+    assert click_centrality(small, _disk(140, 10, 2)) == 0.0
+
+
 @pytest.mark.skipif(not DAVIS.is_dir(), reason="../shared DAVIS data not present")
 def test_real_davis_frame_one_click():
     img = read_image(DAVIS / "JPEGImages" / "480p" / "blackswan" / "00000.jpg")
     gt = cv2.imread(str(DAVIS / "Annotations" / "480p" / "blackswan" / "00000.png"), 0) > 127
-    # native 854×480; the mask is deterministic (GrabCut's RNG is seeded) — measured J 0.67
+    # native 854×480; the mask is deterministic (GrabCut starts from our own colour models)
     dt = cv2.distanceTransform(gt.astype(np.uint8), cv2.DIST_L2, 5)
     y, x = np.unravel_index(int(np.argmax(dt)), dt.shape)
     seg = ClassicalSegmenter(ClassicalSegmenterConfig())
