@@ -266,6 +266,7 @@ class JobManager:
         self.store.save(job.state)
         t0 = time.perf_counter()
         last_save = [0.0]
+        last_log = [t0]
 
         def progress() -> None:
             now = time.perf_counter()
@@ -275,6 +276,16 @@ class JobManager:
             if now - last_save[0] > 1.0 or done == total:
                 last_save[0] = now
                 self.store.save(job.state)
+            if now - last_log[0] > 10.0:
+                last_log[0] = now
+                log.info(
+                    "job %s (task %s): %d/%d frames, ETA %.0fs",
+                    job.state.id,
+                    job.state.task_id,
+                    done,
+                    total,
+                    job.state.eta_s or 0.0,
+                )
 
         try:
             prediction = self.runner(job, progress)
