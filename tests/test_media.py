@@ -37,7 +37,7 @@ class FakeLS(BaseHTTPRequestHandler):
 
     seen: list[str] = []
     refreshes = 0
-    access = _jwt("access", 300)
+    access = _jwt("access", 10**6)  # long-lived: the suite may run this test minutes after import
 
     def log_message(self, *args):
         pass

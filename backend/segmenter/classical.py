@@ -196,7 +196,7 @@ def _lloyd(x: np.ndarray, clusters: list[np.ndarray], iters: int) -> list[np.nda
 
 
 def gmm_model(
-    pixels: np.ndarray, k: int = 5, max_samples: int = 20000, lloyd_iters: int = 5
+    pixels: np.ndarray, k: int = 5, max_samples: int = 10000, lloyd_iters: int = 0
 ) -> np.ndarray:
     """OpenCV GrabCut GMM (1×(13·k): weights, means, covariances) fitted deterministically.
 

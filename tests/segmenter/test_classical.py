@@ -11,11 +11,11 @@ import pytest
 from backend.media import read_image
 from backend.segmenter.base import Segmenter
 from backend.segmenter.classical import (
-    ClassicalSegmenter,
     GC_BGD,
     GC_FGD,
     GC_PR_BGD,
     GC_PR_FGD,
+    ClassicalSegmenter,
     ClassicalSegmenterConfig,
     click_centrality,
     geodesic_distance,
