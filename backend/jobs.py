@@ -316,9 +316,9 @@ class JobManager:
                 log.exception("job %s: writing the prediction to Label Studio failed", job.state.id)
                 self._finish(job, "failed", f"writing to Label Studio failed: {exc}")
                 return
-        self._finish(job, "done")
-        if self.on_done is not None:
+        if self.on_done is not None:  # before anyone waiting is woken up: no race on the cache
             self.on_done(job)
+        self._finish(job, "done")
 
     def _finish(self, job: Job, status: str, error: str | None = None) -> None:
         job.state.status = status

@@ -90,6 +90,20 @@ def main() -> int:
             assert resp.status_code == 200, resp.get_json()
             regions = resp.get_json()["results"][0]["result"]
             rows.append((name, elapsed, len(regions)))
+        health = []
+        for _ in range(200):
+            t0 = time.perf_counter()
+            client.get("/health")
+            health.append(time.perf_counter() - t0)
+        setup = []
+        for _ in range(50):
+            t0 = time.perf_counter()
+            client.post("/setup", json={"schema": CONFIG, "project": "1.1"})
+            setup.append(time.perf_counter() - t0)
+    print(
+        f"/health median {1000 * np.median(health):.2f} ms (max {1000 * max(health):.2f}); "
+        f"/setup median {1000 * np.median(setup):.2f} ms (max {1000 * max(setup):.2f})"
+    )
     print(f"/predict, {args.frames} frames {w}x{h} ({SEQ}), engine {args.engine}, 1 click")
     print(f"{'call':<18} {'seconds':>8} {'regions':>8} {'frames/s':>9}")
     for name, elapsed, n in rows:
