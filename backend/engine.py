@@ -135,13 +135,16 @@ def build_engine(name: str = "auto", settings: Settings | None = None) -> Engine
 def refine_config(settings: Settings, engine_name: str) -> RefineConfig:
     """Refinement policy: ``REFINE``/``REFINE_MAX_FRAMES`` when set, else per engine/device.
 
-    Defaults (measured costs in docs/benchmarks.md): SAM refines poor frames
-    (``auto``) — up to 20 per job on a GPU, 2 on a CPU where each costs a ViT
-    encoding of several seconds; the classical engine does not refine, its
-    segmenter adds nothing over its own tracker's boundary refinement.
+    Defaults, from measured costs (docs/benchmarks.md): with SAM on a GPU, poor
+    frames are refined (``auto``, up to 20 per job; an encoding costs ~0.1 s).
+    On a CPU a SAM ViT-B encoding costs ~17 s, more than three XMem frames, so
+    refinement is off unless asked for (then 2 frames per job by default). The
+    classical engine does not refine: its segmenter adds nothing over its
+    tracker's own boundary refinement.
     """
     on_gpu = settings.device.startswith("cuda")
-    mode = settings.refine or ("auto" if engine_name == "sam-xmem" else "off")
+    default = "auto" if engine_name == "sam-xmem" and on_gpu else "off"
+    mode = settings.refine or default
     max_frames = settings.refine_max_frames
     if max_frames is None:
         max_frames = 20 if on_gpu else 2

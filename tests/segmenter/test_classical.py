@@ -181,7 +181,7 @@ def test_gmm_model_layout_and_clusters():
     rng = np.random.default_rng(1)
     centres = np.array([[20, 20, 20], [200, 30, 30], [30, 200, 30], [30, 30, 200], [220] * 3])
     pix = np.concatenate([c + rng.normal(0, 3, (400, 3)) for c in centres]).astype(np.uint8)
-    model = gmm_model(pix)
+    model = gmm_model(pix, lloyd_iters=5)
     assert model.shape == (1, 65) and model.dtype == np.float64
     weights, means = model[0, :5], model[0, 5:20].reshape(5, 3)
     covs = model[0, 20:].reshape(5, 3, 3)
@@ -190,7 +190,14 @@ def test_gmm_model_layout_and_clusters():
     for c in centres:
         assert np.min(np.linalg.norm(means - c, axis=1)) < 3.0
     assert all(np.linalg.det(c) > 0 for c in covs)
-    np.testing.assert_array_equal(gmm_model(pix), model)  # no randomness
+    np.testing.assert_array_equal(gmm_model(pix, lloyd_iters=5), model)  # no randomness
+    # plain Orchard–Bouman splitting: the first split separates two distant colours
+    two = gmm_model(pix[:800], k=2)
+    assert two.shape == (1, 26)
+    np.testing.assert_allclose(np.sort(two[0, :2]), [0.5, 0.5])
+    got = two[0, 2:8].reshape(2, 3)
+    for c in centres[:2]:
+        assert np.min(np.linalg.norm(got - c, axis=1)) < 3.0
     few = gmm_model(np.array([[10, 10, 10], [12, 10, 10]], np.uint8))
     assert few.shape == (1, 65) and np.isclose(few[0, :5].sum(), 1.0)
 
