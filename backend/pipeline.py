@@ -121,6 +121,46 @@ def apply_correction_priors(
     return objects
 
 
+def _pixel(click: Click, shape: tuple[int, ...]) -> tuple[int, int]:
+    return (
+        min(max(int(click.y), 0), shape[0] - 1),
+        min(max(int(click.x), 0), shape[1] - 1),
+    )
+
+
+def clicks_violated(mask: np.ndarray, clicks: list[Click]) -> bool:
+    """True when a positive click lies outside ``mask`` or a negative one inside it."""
+    return any(bool(mask[_pixel(c, mask.shape)]) != c.positive for c in clicks)
+
+
+def respect_clicks(mask: np.ndarray, clicks: list[Click], fresh: np.ndarray) -> np.ndarray:
+    """Edit ``mask`` (a refined prior) so every click holds, changing only near the clicks.
+
+    A positive click outside the mask adds the part of ``fresh`` (the same
+    clicks segmented without the prior) that contains it; a negative click
+    inside removes the part of the mask that ``fresh`` leaves out around it.
+    Where ``fresh`` does not help either, a small disc around the click is
+    added or removed, so a click is never silently ignored.
+    """
+    import cv2
+
+    out = mask.copy()
+    radius = max(3, int(0.02 * np.hypot(*mask.shape)))
+    for c in clicks:
+        y, x = _pixel(c, mask.shape)
+        if bool(out[y, x]) == c.positive:
+            continue
+        region = (fresh if c.positive else out & ~fresh).astype(np.uint8)
+        if region[y, x]:
+            _, labels = cv2.connectedComponents(region, connectivity=8)
+            part = labels == labels[y, x]
+        else:
+            part = np.zeros_like(out)
+            cv2.circle(part.view(np.uint8), (x, y), radius, 1, -1)
+        out = out | part if c.positive else out & ~part
+    return out
+
+
 def segment_keyframes(
     engine: Engine,
     frames: FrameSource,
@@ -135,35 +175,48 @@ def segment_keyframes(
             by_frame.setdefault(k, []).append(obj)
     out: dict[int, dict[int, Keyframe]] = {}
     for k in sorted(by_frame):
-        image = frames[k]
-        height, width = image.shape[:2]
-        encoded = False
-        for obj in by_frame[k]:
-            painted = obj.masks.get(k)
-            clicks = obj.clicks.get(k, [])
-            if painted is not None and painted.shape != (height, width):
-                raise ValueError(
-                    f"object {obj.label!r}: mask on frame {k} is {painted.shape[1]}x"
-                    f"{painted.shape[0]}, the frame is {width}x{height}"
-                )
-            if not clicks:
-                out.setdefault(k, {})[obj.obj_id] = Keyframe(painted.astype(bool), 1.0)
-                continue
-            pts, lab = _clicks_to_arrays(clicks)
-            prior = None if painted is None else painted.astype(np.float32)
-            with engine.segmenter_lock:
-                if not encoded:
-                    engine.segmenter.set_image(
-                        image, cache_key=None if cache_key is None else (cache_key, k)
-                    )
-                    encoded = True
-                res = engine.segmenter.predict(
-                    pts, lab, mask_prior=prior, multimask_output=len(clicks) == 1
-                )
-            mask = res.best_mask().astype(bool)
-            out.setdefault(k, {})[obj.obj_id] = Keyframe(mask, float(res.best_score()))
-            log.debug("keyframe %d object %d: %d px", k, obj.obj_id, int(mask.sum()))
+        with engine.segmenter_lock:  # the segmenter holds one image at a time
+            _segment_frame(engine, frames[k], k, by_frame[k], out, cache_key)
     return out
+
+
+def _segment_frame(
+    engine: Engine,
+    image: np.ndarray,
+    k: int,
+    objects: list[ObjectPrompt],
+    out: dict[int, dict[int, Keyframe]],
+    cache_key: Hashable | None,
+) -> None:
+    """Keyframe masks of ``objects`` on frame ``k`` (the image is encoded at most once)."""
+    height, width = image.shape[:2]
+    encoded = False
+    for obj in objects:
+        painted = obj.masks.get(k)
+        clicks = obj.clicks.get(k, [])
+        if painted is not None and painted.shape != (height, width):
+            raise ValueError(
+                f"object {obj.label!r}: mask on frame {k} is {painted.shape[1]}x"
+                f"{painted.shape[0]}, the frame is {width}x{height}"
+            )
+        if not clicks:
+            out.setdefault(k, {})[obj.obj_id] = Keyframe(painted.astype(bool), 1.0)
+            continue
+        if not encoded:
+            engine.segmenter.set_image(
+                image, cache_key=None if cache_key is None else (cache_key, k)
+            )
+            encoded = True
+        pts, lab = _clicks_to_arrays(clicks)
+        prior = None if painted is None else painted.astype(np.float32)
+        multi = len(clicks) == 1
+        res = engine.segmenter.predict(pts, lab, mask_prior=prior, multimask_output=multi)
+        mask = res.best_mask().astype(bool)
+        if prior is not None and clicks_violated(mask, clicks):
+            fresh = engine.segmenter.predict(pts, lab, multimask_output=multi).best_mask()
+            mask = respect_clicks(mask, clicks, fresh.astype(bool))
+        out.setdefault(k, {})[obj.obj_id] = Keyframe(mask, float(res.best_score()))
+        log.debug("keyframe %d object %d: %d px", k, obj.obj_id, int(mask.sum()))
 
 
 class _Scorer:

@@ -118,3 +118,41 @@ def test_forward_only_pass():
     obj = ObjectPrompt(1, "A", clicks={3: [Click(40, 30)]})
     _, out = run([obj], backward=False)
     assert [fp.index for fp in out] == [3, 4, 5, 6, 7]
+
+
+def test_respect_clicks_adds_and_removes_only_near_the_clicks():
+    from backend.pipeline import clicks_violated, respect_clicks
+
+    mask = np.zeros((60, 80), bool)
+    mask[10:30, 10:30] = True
+    fresh = np.zeros_like(mask)
+    fresh[10:30, 10:30] = True
+    fresh[35:50, 50:70] = True  # the fresh segmentation also covers the missed part
+    clicks = [Click(60, 40, True), Click(15, 15, False)]
+    assert clicks_violated(mask, clicks)
+    out = respect_clicks(mask, clicks, fresh)
+    assert not clicks_violated(out, clicks)
+    assert out[35:50, 50:70].all(), "the missed part containing the positive click is added"
+    assert out[25, 25] and not out[15, 15], "a small disc is removed around the negative click"
+    assert not out[0:5, :].any(), "nothing changes away from the clicks"
+
+
+def test_correction_with_prior_never_ignores_a_click():
+    from backend.segmenter.base import SegmentOutput
+
+    engine = fake_engine()
+    clicks_only = engine.segmenter.predict
+
+    def sticky(points, labels, *, mask_prior=None, multimask_output=True):
+        if mask_prior is None:
+            return clicks_only(points, labels, multimask_output=multimask_output)
+        return SegmentOutput(masks=(mask_prior > 0.5)[None], scores=np.array([0.9]))
+
+    engine.segmenter.predict = sticky  # a segmenter that ignores clicks when given a prior
+    prior = np.zeros((60, 80), bool)
+    prior[5:15, 5:15] = True
+    obj = ObjectPrompt(1, "A", clicks={2: [Click(70, 50)]}, masks={2: prior})
+    out = list(segment_video(engine, frames(), [obj]))
+    frame2 = next(fp for fp in out if fp.index == 2).masks[1]
+    assert frame2[50, 70], "the positive click is honoured"
+    assert frame2[5:15, 5:15].all(), "the prior is kept"
