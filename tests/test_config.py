@@ -22,7 +22,7 @@ def test_values_are_parsed():
             "ALLOWED_MEDIA_HOSTS": "cdn.example.com, Media.Example.org",
             "VERIFY_SSL": "false",
             "MAX_FRAMES": "10",
-            "MODEL_DIR": "/tmp/x",
+            "MODEL_DIR": "state/models",
             "SAM_CHECKPOINT": "weights/sam.pth",
         }
     )
