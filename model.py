@@ -39,7 +39,13 @@ from backend.prompts import (
     prompts_to_json,
     to_object_prompts,
 )
-from backend.results import assemble_prediction, compact_region, frame_regions, region_id
+from backend.results import (
+    assemble_prediction,
+    compact_region,
+    frame_regions,
+    low_quality_frames,
+    region_id,
+)
 from backend.server.errors import BusyError, RequestError
 from backend.server.metrics import Metrics
 from backend.types import FramePrediction
@@ -207,7 +213,7 @@ class TrackAnythingModel:
             answer_labels = prompts.labels
             merged = self._remember(task_id, prompts)
             signature = _click_signature(merged)
-            prompts = self._with_shown_priors(task_id, merged)
+            prompts = self._with_shown_priors(task_id, merged, signature)
         else:
             prompts = self._prompts_from_task(task, schema, len(urls))
             answer_labels = prompts.labels
@@ -359,13 +365,7 @@ class TrackAnythingModel:
             prediction = assemble_prediction(
                 job.regions, job.scores, model_version=spec.model_version
             )
-        low = sorted(
-            {
-                r.get("item_index", 0)
-                for r in prediction["result"]
-                if r["score"] < self.settings.quality_threshold
-            }
-        )
+        low = low_quality_frames(prediction["result"], self.settings.quality_threshold)
         log.info(
             "task %s: %d frames × %d object(s) in %.2fs (%.1f frames/s); score %.3f; "
             "%d frame(s) below quality %.2f%s",
@@ -493,12 +493,15 @@ class TrackAnythingModel:
             while len(self._shown) > 64:
                 self._shown.popitem(last=False)
 
-    def _with_shown_priors(self, task_id: int | None, prompts: PromptSet) -> PromptSet:
+    def _with_shown_priors(
+        self, task_id: int | None, prompts: PromptSet, signature: dict[str, dict[int, tuple]]
+    ) -> PromptSet:
         """Clicks on a frame correct the mask shown there: that mask becomes their prior.
 
         A copy of ``prompts`` with priors added as masks for clicked frames that
         have no painted mask; a frame keeps its prior while its clicks do not
-        change (see ``backend.pipeline.sticky_prior``).
+        change (see ``backend.pipeline.sticky_prior``); ``signature`` holds each
+        frame's clicks as :func:`_click_signature` gives them.
         """
         if task_id is None:
             return prompts
@@ -509,12 +512,14 @@ class TrackAnythingModel:
                 self._priors.pop(next(iter(self._priors)))
             masks = {label: dict(frames) for label, frames in prompts.masks.items()}
             for label, frames in prompts.clicks.items():
-                for k, clicks in frames.items():
+                for k in frames:
                     if k in masks.get(label, {}):
                         continue
-                    signature = tuple((round(c.fx, 6), round(c.fy, 6), c.positive) for c in clicks)
                     prior = sticky_prior(
-                        store, (label, k), signature, lambda key=(label, k): shown.get(key)
+                        store,
+                        (label, k),
+                        signature[label][k],
+                        lambda key=(label, k): shown.get(key),
                     )
                     if prior is not None:
                         masks.setdefault(label, {})[k] = RelMask(

@@ -7,14 +7,19 @@ RGB arrays at their native size.
 
 from __future__ import annotations
 
+import base64
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import cv2
 import numpy as np
+import requests
+
+from backend.lsclient import LabelStudioAuthError, LabelStudioConnection
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -147,22 +152,16 @@ class MediaFetcher:
     """
 
     def __init__(self, settings, connection=None, session=None):
-        import requests
-
-        from backend.lsclient import LabelStudioConnection
-
         self.settings = settings
         self.connection = connection or LabelStudioConnection(settings)
         self._http = session or requests.Session()
 
     # -- URL classification -------------------------------------------------------------------
     def _ls_netloc(self) -> str:
-        from urllib.parse import urlsplit
 
         return urlsplit(self.settings.label_studio_url).netloc.lower()
 
     def _local_path(self, url: str) -> Path | None:
-        from urllib.parse import parse_qs, unquote, urlsplit
 
         root = self.settings.local_files_root
         parts = urlsplit(url)
@@ -180,7 +179,6 @@ class MediaFetcher:
 
     def fetch(self, url: str, *, task_id: int | None = None) -> bytes:
         """Bytes of ``url`` (a task data value); :class:`MediaError` on any failure."""
-        from urllib.parse import urlsplit
 
         if not isinstance(url, str) or not url.strip():
             raise MediaError("frame URL is empty or not a string")
@@ -215,7 +213,6 @@ class MediaFetcher:
         raise MediaError(f"{url}: unsupported URL (use Label Studio storage or http(s))")
 
     def _presigned(self, url: str, task_id: int | None) -> bytes:
-        import base64
 
         if task_id is None or not self.settings.label_studio_url:
             raise MediaError(f"{url}: cloud URLs need LABEL_STUDIO_URL and a task id")
@@ -224,9 +221,6 @@ class MediaFetcher:
         return self._get(presign, auth=True)
 
     def _get(self, url: str, *, auth: bool) -> bytes:
-        import requests
-
-        from backend.lsclient import LabelStudioAuthError
 
         headers = {}
         if auth:
@@ -261,7 +255,6 @@ class MediaFetcher:
 
 def _redact(url: str) -> str:
     """URL without query-string secrets (presigned signatures, tokens)."""
-    from urllib.parse import urlsplit
 
     parts = urlsplit(url)
     if "local-files" in parts.path:

@@ -118,6 +118,6 @@ def build_prediction(
     return assemble_prediction(result, scores, model_version=model_version)
 
 
-def low_quality_frames(frames: Iterable[FramePrediction], threshold: float) -> list[int]:
-    """Frame indices where any object scores below ``threshold``."""
-    return sorted({fp.index for fp in frames for s in fp.scores.values() if s < threshold})
+def low_quality_frames(regions: Iterable[dict[str, Any]], threshold: float) -> list[int]:
+    """Frame indices (``item_index``) of regions scoring below ``threshold``."""
+    return sorted({r.get("item_index", 0) for r in regions if r["score"] < threshold})
