@@ -158,11 +158,9 @@ class MediaFetcher:
 
     # -- URL classification -------------------------------------------------------------------
     def _ls_netloc(self) -> str:
-
         return urlsplit(self.settings.label_studio_url).netloc.lower()
 
     def _local_path(self, url: str) -> Path | None:
-
         root = self.settings.local_files_root
         parts = urlsplit(url)
         if root is None or not parts.path.rstrip("/").endswith("/data/local-files"):
@@ -179,7 +177,6 @@ class MediaFetcher:
 
     def fetch(self, url: str, *, task_id: int | None = None) -> bytes:
         """Bytes of ``url`` (a task data value); :class:`MediaError` on any failure."""
-
         if not isinstance(url, str) or not url.strip():
             raise MediaError("frame URL is empty or not a string")
         url = url.strip()
@@ -213,7 +210,6 @@ class MediaFetcher:
         raise MediaError(f"{url}: unsupported URL (use Label Studio storage or http(s))")
 
     def _presigned(self, url: str, task_id: int | None) -> bytes:
-
         if task_id is None or not self.settings.label_studio_url:
             raise MediaError(f"{url}: cloud URLs need LABEL_STUDIO_URL and a task id")
         uri = base64.urlsafe_b64encode(url.encode()).decode()
@@ -221,7 +217,6 @@ class MediaFetcher:
         return self._get(presign, auth=True)
 
     def _get(self, url: str, *, auth: bool) -> bytes:
-
         headers = {}
         if auth:
             if not self.connection.configured:
@@ -255,7 +250,6 @@ class MediaFetcher:
 
 def _redact(url: str) -> str:
     """URL without query-string secrets (presigned signatures, tokens)."""
-
     parts = urlsplit(url)
     if "local-files" in parts.path:
         return url
