@@ -125,16 +125,8 @@ def echo_project(
 def _run_backend(
     ls: LabelStudio, script: Path, python: Path, name: str
 ) -> Iterator[h.ManagedProcess]:
-    model_dir = ls.workdir / f"{name}-model-dir"
-    model_dir.mkdir(exist_ok=True)
-    env = {
-        "LABEL_STUDIO_URL": ls.base_url,
-        "LABEL_STUDIO_API_KEY": ls.pat,
-        "MODEL_DIR": str(model_dir),
-        "LOG_LEVEL": "INFO",
-    }
     try:
-        proc = h.start_backend(python, script, ls.workdir / f"{name}.log", env)
+        proc = h.start_backend(python, script, ls.workdir / f"{name}.log", h.backend_env(ls, name))
     except h.HarnessError as exc:
         _fail(exc)
     try:

@@ -309,6 +309,19 @@ def snapshot_sqlite(src: Path, dst: Path) -> None:
     tmp.replace(dst)
 
 
+def backend_env(ls: LabelStudio, name: str, **extra: str) -> dict[str, str]:
+    """Environment for a backend called ``name`` connected to ``ls`` (own MODEL_DIR), plus ``extra``."""
+    model_dir = ls.workdir / f"{name}-model-dir"
+    model_dir.mkdir(exist_ok=True)
+    return {
+        "LABEL_STUDIO_URL": ls.base_url,
+        "LABEL_STUDIO_API_KEY": ls.pat,
+        "MODEL_DIR": str(model_dir),
+        "LOG_LEVEL": "INFO",
+        **extra,
+    }
+
+
 def start_backend(
     python: Path,
     script: Path,

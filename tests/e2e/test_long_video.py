@@ -40,15 +40,7 @@ def long_project(label_studio: LabelStudio, label_config: str) -> tuple[int, int
 
 @pytest.fixture(scope="module")
 def budget_backend(label_studio: LabelStudio) -> Iterator[h.ManagedProcess]:
-    model_dir = label_studio.workdir / "budget-model-dir"
-    model_dir.mkdir(exist_ok=True)
-    env = {
-        "LABEL_STUDIO_URL": label_studio.base_url,
-        "LABEL_STUDIO_API_KEY": label_studio.pat,
-        "MODEL_DIR": str(model_dir),
-        "PREDICT_BUDGET_S": str(BUDGET_S),
-        "LOG_LEVEL": "INFO",
-    }
+    env = h.backend_env(label_studio, "budget", PREDICT_BUDGET_S=str(BUDGET_S))
     proc = h.start_backend(
         h.PROJECT_PYTHON, h.REPO_ROOT / "_wsgi.py", label_studio.workdir / "budget.log", env
     )

@@ -31,17 +31,15 @@ def sam_xmem_backend(label_studio: LabelStudio) -> Iterator[h.ManagedProcess]:
     torch.manual_seed(0)
     torch.save(build_tiny_sam().state_dict(), weights / "sam_tiny.pth")
     save_golden_weights(SHARED / "xmem-golden", weights / "xmem.pth")
-    env = {
-        "LABEL_STUDIO_URL": label_studio.base_url,
-        "LABEL_STUDIO_API_KEY": label_studio.pat,
-        "MODEL_DIR": str(label_studio.workdir / "sam-xmem-model-dir"),
-        "ENGINE": "tests.engines:tiny_sam_xmem",
-        "SAM_CHECKPOINT": str(weights / "sam_tiny.pth"),
-        "XMEM_CHECKPOINT": str(weights / "xmem.pth"),
-        "PYTHONPATH": str(h.REPO_ROOT),
-        "PREDICT_BUDGET_S": "90",
-        "LOG_LEVEL": "INFO",
-    }
+    env = h.backend_env(
+        label_studio,
+        "sam-xmem",
+        ENGINE="tests.engines:tiny_sam_xmem",
+        SAM_CHECKPOINT=str(weights / "sam_tiny.pth"),
+        XMEM_CHECKPOINT=str(weights / "xmem.pth"),
+        PYTHONPATH=str(h.REPO_ROOT),
+        PREDICT_BUDGET_S="90",
+    )
     proc = h.start_backend(
         h.PROJECT_PYTHON, h.REPO_ROOT / "_wsgi.py", label_studio.workdir / "sam-xmem.log", env
     )
