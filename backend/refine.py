@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from backend.eval.metrics import jaccard
 from backend.segmenter.base import Segmenter
 
 
@@ -93,11 +94,6 @@ def prompts_from_mask(
     return np.array(points, np.float32), np.array(point_labels, np.int32)
 
 
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 1.0
-
-
 def accept_refinement(
     tracked: np.ndarray,
     tracked_quality: float,
@@ -111,7 +107,7 @@ def accept_refinement(
         return False
     if refined_score < tracked_quality + config.min_gain:
         return False
-    return iou(tracked, refined) >= config.min_iou
+    return jaccard(tracked, refined) >= config.min_iou
 
 
 @dataclass

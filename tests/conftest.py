@@ -23,6 +23,18 @@ def load_fixture(name: str) -> dict:
     return json.loads(matches[0].read_text())
 
 
+def textured_background(
+    height: int, width: int, seed: int = 0, amplitude: float = 25.0
+) -> np.ndarray:
+    """A smooth random grey-green texture (H×W×3 uint8): something for flow and colour
+    models to lock on, unlike a flat colour."""
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(0, 1, (height // 4, width // 4, 3)).astype(np.float32)
+    tex = cv2.resize(noise, (width, height), interpolation=cv2.INTER_CUBIC)
+    base = np.array([90, 110, 90], np.float32)
+    return np.clip(base + amplitude * tex, 0, 255).astype(np.uint8)
+
+
 def write_frames(root: Path, rel_dir: str, count: int, size=(320, 240)) -> list[str]:
     """Synthetic JPEG frames under ``root/rel_dir``; returns LS local-files URLs."""
     folder = root / rel_dir

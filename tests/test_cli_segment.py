@@ -13,6 +13,7 @@ import pytest
 import backend.cli_segment as seg
 from backend.cli import main as cli_main
 from backend.cli_segment import ClickSpec, build_objects, parse_click
+from backend.eval.metrics import jaccard
 from backend.export import read_index_png
 from backend.types import Click
 from tests.conftest import DAVIS, fake_engine
@@ -70,11 +71,6 @@ def test_build_objects_follows_command_line_order():
     assert [(o.obj_id, o.label) for o in objs] == [(1, "object 1"), (2, "car"), (3, "dog")]
     assert objs[1].clicks == {3: [Click(2, 2)], 0: [Click(3, 3, False)]}
     assert objs[2].clicks == {0: [Click(4, 4)]}
-
-
-def jaccard(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 1.0
 
 
 def test_segment_davis_frames_with_classical_engine(tmp_path, capsys):

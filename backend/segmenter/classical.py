@@ -33,6 +33,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.graph import MCP_Geometric
 
+from backend.eval.metrics import jaccard
 from backend.segmenter.base import SegmentOutput
 
 log = logging.getLogger(__name__)
@@ -267,11 +268,6 @@ def _boundary_edge_score(mask: np.ndarray, grad: np.ndarray) -> float:
     return float(grad[ring].mean())
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 1.0
-
-
 class ClassicalSegmenter:
     """Click-promptable segmenter with no learned weights (see module docstring)."""
 
@@ -471,7 +467,7 @@ def _score(
         if not m.any():
             continue
         neigh = [candidates[j] for j in (i - 1, i + 1) if 0 <= j < n]
-        stab = np.mean([_iou(m, o) for o in neigh]) if neigh else 1.0
+        stab = np.mean([jaccard(m, o) for o in neigh]) if neigh else 1.0
         edge = min(1.0, _boundary_edge_score(m, grad) / 0.5)
         base = 0.5 * _ring_contrast(small, m) + 0.25 * edge + 0.25 * stab
         out[i] = (1.0 - W_CENTRAL) * base + W_CENTRAL * click_centrality(m, seeds)

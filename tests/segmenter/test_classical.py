@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
 
+from backend.eval.metrics import jaccard
 from backend.media import read_image
 from backend.segmenter.base import Segmenter
 from backend.segmenter.classical import (
@@ -24,16 +23,13 @@ from backend.segmenter.classical import (
     guided_filter,
     keep_seeded_components,
 )
+from tests.conftest import DAVIS, textured_background
 
 H, W = 120, 160
-DAVIS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "davis2016-val"
 
 
 def _background(seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    noise = rng.normal(0, 1, (H // 4, W // 4, 3)).astype(np.float32)
-    tex = cv2.resize(noise, (W, H), interpolation=cv2.INTER_CUBIC)
-    return np.clip(np.array([90, 110, 90], np.float32) + 20 * tex, 0, 255).astype(np.uint8)
+    return textured_background(H, W, seed, amplitude=20)
 
 
 def _scene(mask: np.ndarray, colour=(220, 40, 40), seed: int = 0) -> np.ndarray:
@@ -45,11 +41,6 @@ def _scene(mask: np.ndarray, colour=(220, 40, 40), seed: int = 0) -> np.ndarray:
 def _disk(cx: float, cy: float, r: float) -> np.ndarray:
     yy, xx = np.mgrid[:H, :W]
     return (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    u = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / u) if u else 1.0
 
 
 def _predict(img, pts, labels, **kw):
@@ -68,14 +59,14 @@ def test_one_click_on_disk():
     n = len(ClassicalSegmenterConfig().ratios)
     assert out.masks.shape == (n, H, W) and out.masks.dtype == bool
     assert out.scores.shape == (n,) and np.all((out.scores >= 0) & (out.scores <= 1))
-    assert _iou(out.best_mask(), gt) > 0.9
+    assert jaccard(out.best_mask(), gt) > 0.9
 
 
 def test_single_mask_output():
     gt = _disk(70, 60, 25)
     out = _predict(_scene(gt), [[70, 60]], [1], multimask_output=False)
     assert out.masks.shape == (1, H, W)
-    assert _iou(out.masks[0], gt) > 0.9
+    assert jaccard(out.masks[0], gt) > 0.9
 
 
 def test_negative_click_cuts_a_part_away():
@@ -103,14 +94,14 @@ def test_negative_only_and_no_clicks_give_empty():
 def test_clicks_outside_the_image_are_ignored():
     gt = _disk(70, 60, 25)
     out = _predict(_scene(gt), [[70, 60], [-5, 10], [500, 10]], [1, 0, 1])
-    assert _iou(out.best_mask(), gt) > 0.9
+    assert jaccard(out.best_mask(), gt) > 0.9
 
 
 def test_tiny_object():
     gt = _disk(100, 40, 4)
     out = _predict(_scene(gt), [[100, 40]], [1])
     assert out.best_mask()[40, 100]
-    assert _iou(out.best_mask(), gt) > 0.5
+    assert jaccard(out.best_mask(), gt) > 0.5
 
 
 def test_uniform_image_does_not_fail():
@@ -125,7 +116,7 @@ def test_mask_prior_alone_is_kept_and_snapped_to_the_object():
     gt = _disk(70, 60, 25)
     prior = np.roll(gt, 3, axis=1).astype(np.float32)  # slightly off
     out = _predict(_scene(gt), np.zeros((0, 2)), np.zeros(0, int), mask_prior=prior)
-    assert _iou(out.best_mask(), gt) > _iou(prior > 0.5, gt)
+    assert jaccard(out.best_mask(), gt) > jaccard(prior > 0.5, gt)
 
 
 def test_mask_prior_with_negative_click_removes_region():
@@ -134,7 +125,7 @@ def test_mask_prior_with_negative_click_removes_region():
     prior = (left | right).astype(np.float32)
     out = _predict(img, [[110, 60]], [0], mask_prior=prior).best_mask()
     assert out[60, 50] and not out[60, 110]
-    assert _iou(out, left) > 0.8
+    assert jaccard(out, left) > 0.8
 
 
 def test_bad_inputs_raise():
@@ -219,7 +210,7 @@ def test_grabcut_ignores_the_global_rng_state():
     for r in results[1:]:
         np.testing.assert_array_equal(r, results[0])
     fg = np.isin(results[0], (GC_FGD, GC_PR_FGD))
-    assert _iou(fg, gt) > 0.9
+    assert jaccard(fg, gt) > 0.9
     masks = []
     for seed in (0, 99):
         cv2.setRNGSeed(seed)
@@ -236,7 +227,6 @@ def test_click_centrality_prefers_the_mask_the_click_is_central_in():
     assert click_centrality(small, _disk(140, 10, 2)) == 0.0
 
 
-@pytest.mark.skipif(not DAVIS.is_dir(), reason="../shared DAVIS data not present")
 def test_real_davis_frame_one_click():
     img = read_image(DAVIS / "JPEGImages" / "480p" / "blackswan" / "00000.jpg")
     gt = cv2.imread(str(DAVIS / "Annotations" / "480p" / "blackswan" / "00000.png"), 0) > 127
@@ -246,4 +236,4 @@ def test_real_davis_frame_one_click():
     seg = ClassicalSegmenter(ClassicalSegmenterConfig())
     seg.set_image(img)
     out = seg.predict(np.array([[x, y]], float), np.array([1]))
-    assert _iou(out.best_mask(), gt) > 0.6
+    assert jaccard(out.best_mask(), gt) > 0.6

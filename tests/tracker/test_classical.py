@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
 
+from backend.eval.metrics import jaccard
 from backend.media import ArrayFrameSource, FolderFrameSource
 from backend.tracker.base import Tracker, TrackerSession
 from backend.tracker.classical import (
@@ -17,18 +16,13 @@ from backend.tracker.classical import (
     signed_distance,
     splat,
 )
+from tests.conftest import DAVIS, textured_background
 
 H, W = 120, 160
-DAVIS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "davis2016-val"
 
 
 def _background(seed: int = 0) -> np.ndarray:
-    """A textured grey-green background so optical flow has something to lock on."""
-    rng = np.random.default_rng(seed)
-    noise = rng.normal(0, 1, (H // 4, W // 4, 3)).astype(np.float32)
-    tex = cv2.resize(noise, (W, H), interpolation=cv2.INTER_CUBIC)
-    base = np.array([90, 110, 90], np.float32)
-    return np.clip(base + 25 * tex, 0, 255).astype(np.uint8)
+    return textured_background(H, W, seed, amplitude=25)
 
 
 def _disk(cx: float, cy: float, r: float) -> np.ndarray:
@@ -47,11 +41,6 @@ def _clip(centres, r=14, colour=(220, 40, 40), bg_seed=0):
         frames.append(img)
         masks.append(m)
     return frames, masks
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    u = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / u) if u else 1.0
 
 
 class CountingSource:
@@ -138,14 +127,14 @@ def test_frames_are_read_lazily_one_at_a_time():
 def test_tracks_moving_disk():
     frames, masks = _clip([(30 + 5 * i, 50 + 2 * i) for i in range(16)])
     out = _run(frames, {1: masks[0]})
-    ious = [_iou(o.masks()[1], masks[o.index]) for o in out]
+    ious = [jaccard(o.masks()[1], masks[o.index]) for o in out]
     assert min(ious) > 0.8, ious
 
 
 def test_reverse_tracks_too():
     frames, masks = _clip([(30 + 5 * i, 60) for i in range(12)])
     out = _run(frames, {1: masks[11]}, start=11, reverse=True)
-    assert _iou(out[-1].masks()[1], masks[0]) > 0.8
+    assert jaccard(out[-1].masks()[1], masks[0]) > 0.8
 
 
 def test_each_propagate_starts_clean():
@@ -169,7 +158,7 @@ def test_keyframe_on_the_way_overrides_prediction():
     session.add_mask(5, 1, correction)
     out = {o.index: o for o in session.propagate(0)}
     assert np.array_equal(out[5].masks()[1], correction)
-    assert _iou(out[4].masks()[1], masks[4]) > 0.8  # before the keyframe: still tracking
+    assert jaccard(out[4].masks()[1], masks[4]) > 0.8  # before the keyframe: still tracking
 
 
 def test_object_appearing_on_a_later_keyframe_joins():
@@ -201,8 +190,8 @@ def test_two_objects_never_overlap():
     for o in out:
         ms = o.masks()
         assert not np.logical_and(ms[1], ms[2]).any()
-    assert _iou(out[-1].masks()[1], m1s[-1]) > 0.6
-    assert _iou(out[-1].masks()[2], m2s[-1]) > 0.5
+    assert jaccard(out[-1].masks()[1], m1s[-1]) > 0.6
+    assert jaccard(out[-1].masks()[2], m2s[-1]) > 0.5
 
 
 def test_remove_object():
@@ -233,7 +222,7 @@ def test_empty_start_mask_gives_empty_output():
 def test_tiny_object_is_kept():
     frames, masks = _clip([(40 + 2 * i, 60) for i in range(8)], r=3)
     out = _run(frames, {1: masks[0]})
-    assert _iou(out[-1].masks()[1], masks[-1]) > 0.4
+    assert jaccard(out[-1].masks()[1], masks[-1]) > 0.4
 
 
 def test_uniform_frame_in_the_middle():
@@ -251,7 +240,7 @@ def test_recovers_after_full_occlusion():
     frames, masks = _clip(centres)
     out = _run(frames, {1: masks[0]})
     assert out[7].masks()[1].sum() < 0.2 * masks[0].sum()  # hidden: not hallucinated
-    assert _iou(out[-1].masks()[1], masks[-1]) > 0.6  # found again by colour
+    assert jaccard(out[-1].masks()[1], masks[-1]) > 0.6  # found again by colour
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -280,7 +269,6 @@ def test_signed_distance_and_exclusive_probs():
 # -- real video -----------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not DAVIS.is_dir(), reason="../shared DAVIS data not present")
 def test_real_davis_clip_from_ground_truth():
     seq = "blackswan"
     src = FolderFrameSource(DAVIS / "JPEGImages" / "480p" / seq)
@@ -291,5 +279,5 @@ def test_real_davis_clip_from_ground_truth():
         g = cv2.imread(str(DAVIS / "Annotations" / "480p" / seq / f"{i:05d}.png"), 0)
         gts.append(cv2.resize(g, size, interpolation=cv2.INTER_NEAREST) > 127)
     out = _run(frames, {1: gts[0]})
-    ious = [_iou(o.masks()[1], gts[o.index]) for o in out[1:]]
+    ious = [jaccard(o.masks()[1], gts[o.index]) for o in out[1:]]
     assert np.mean(ious) > 0.8, ious
