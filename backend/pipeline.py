@@ -219,6 +219,13 @@ def _segment_frame(
         log.debug("keyframe %d object %d: %d px", k, obj.obj_id, int(mask.sum()))
 
 
+@dataclass
+class _Budget:
+    """Refinements left for one run (shared by its backward and forward passes)."""
+
+    left: int
+
+
 class _Scorer:
     """Per-pass quality scoring and (optional) refinement of tracked frames."""
 
@@ -229,13 +236,14 @@ class _Scorer:
         refine: RefineConfig,
         keyframes: dict[int, dict[int, Keyframe]],
         cache_key: Hashable | None,
+        budget: _Budget,
     ):
         self.engine = engine
         self.frames = frames
         self.refine = refine
         self.keyframes = keyframes
         self.cache_key = cache_key
-        self.refined = 0
+        self.budget = budget
         self.prev_area: dict[int, int] = {}
 
     def __call__(self, tf: TrackedFrame) -> tuple[dict[int, np.ndarray], dict[int, float]]:
@@ -261,7 +269,7 @@ class _Scorer:
                         others=others,
                         cache_key=key,
                     )
-                self.refined += 1
+                self.budget.left -= 1
                 log.debug(
                     "frame %d object %d refined: accepted=%s (%.2f → %.2f)",
                     tf.index,
@@ -277,7 +285,7 @@ class _Scorer:
 
     def _wants(self, index: int, oid: int, quality: float, mask: np.ndarray) -> bool:
         mode = self.refine.mode
-        if mode == "off" or self.refined >= self.refine.max_frames or not mask.any():
+        if mode == "off" or self.budget.left <= 0 or not mask.any():
             return False
         if oid in self.keyframes.get(index, {}):
             return False
@@ -338,8 +346,9 @@ def segment_video(
         return FramePrediction(index=index, masks=masks, scores=scores)
 
     refine = refine or RefineConfig()
-    score_bwd = _Scorer(engine, frames, refine, keyframes, cache_key)
-    score_fwd = _Scorer(engine, frames, refine, keyframes, cache_key)
+    budget = _Budget(refine.max_frames)
+    score_bwd = _Scorer(engine, frames, refine, keyframes, cache_key, budget)
+    score_fwd = _Scorer(engine, frames, refine, keyframes, cache_key, budget)
     session = engine.tracker.start(frames)
     try:
         for k, objs in keyframes.items():

@@ -22,7 +22,7 @@ from backend.segmenter.base import Segmenter
 class RefineConfig:
     """``mode``: ``off``, ``auto`` (frames below ``threshold``) or ``always``.
 
-    ``max_frames`` caps refinements per propagation (each costs one image
+    ``max_frames`` caps refinements per run, both directions together (each costs one image
     encoding: ~10 s with SAM ViT-B on a CPU, ~0.1 s on a GPU). A refined mask is
     accepted when its score beats the tracked quality by ``min_gain`` and it
     overlaps the tracked mask by at least ``min_iou`` (same object).

@@ -35,6 +35,19 @@ def textured_background(
     return np.clip(base + amplitude * tex, 0, 255).astype(np.uint8)
 
 
+def write_video(
+    path: Path, count: int, draw, *, size: tuple[int, int], fps: float = 10.0, fourcc="mp4v"
+) -> Path:
+    """Encode ``count`` frames ``draw(i, w, h)`` (H×W×3 uint8 BGR) of ``size`` (w, h) at ``path``."""
+    w, h = size
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (w, h))
+    assert writer.isOpened(), f"OpenCV cannot write {fourcc} to {path}"
+    for i in range(count):
+        writer.write(draw(i, w, h))
+    writer.release()
+    return path
+
+
 def write_frames(root: Path, rel_dir: str, count: int, size=(320, 240)) -> list[str]:
     """Synthetic JPEG frames under ``root/rel_dir``; returns LS local-files URLs."""
     folder = root / rel_dir

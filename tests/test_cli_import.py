@@ -12,21 +12,19 @@ import pytest
 from backend.cli import main as cli_main
 from backend.cli_import import chunk_tasks, label_config, safe_name
 from backend.labelconfig import parse_label_config
-from tests.conftest import DAVIS, REPO
+from tests.conftest import DAVIS, REPO, write_video
 
 BLACKSWAN = DAVIS / "JPEGImages" / "480p" / "blackswan"
 
 
-def make_video(path: Path, count: int, *, size=(96, 64), fps=20.0, fourcc="mp4v") -> Path:
-    w, h = size
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (w, h))
-    assert writer.isOpened()
-    for i in range(count):
-        img = np.zeros((h, w, 3), np.uint8)
-        cv2.circle(img, (10 + 3 * i, h // 2), 8, (0, 200, 255), -1)
-        writer.write(img)
-    writer.release()
-    return path
+def _moving_dot(i: int, w: int, h: int) -> np.ndarray:
+    img = np.zeros((h, w, 3), np.uint8)
+    cv2.circle(img, (10 + 3 * i, h // 2), 8, (0, 200, 255), -1)
+    return img
+
+
+def make_video(path: Path, count: int, *, fourcc="mp4v") -> Path:
+    return write_video(path, count, _moving_dot, size=(96, 64), fps=20.0, fourcc=fourcc)
 
 
 def run(argv: list[str], monkeypatch, tmp_path: Path) -> int:

@@ -16,22 +16,20 @@ from backend.cli_segment import ClickSpec, build_objects, parse_click
 from backend.eval.metrics import jaccard
 from backend.export import read_index_png
 from backend.types import Click
-from tests.conftest import DAVIS, fake_engine
+from tests.conftest import DAVIS, fake_engine, write_video
 
 BLACKSWAN = DAVIS / "JPEGImages" / "480p" / "blackswan"
 BLACKSWAN_GT = DAVIS / "Annotations" / "480p" / "blackswan"
 
 
-def make_video(path: Path, count: int, *, size=(160, 120), fps=12.0, fourcc="mp4v") -> Path:
-    w, h = size
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (w, h))
-    assert writer.isOpened()
-    for i in range(count):
-        img = np.full((h, w, 3), 30, np.uint8)
-        cv2.circle(img, (40 + 4 * i, 60), 18, (40, 220, 80), -1)
-        writer.write(img)
-    writer.release()
-    return path
+def _moving_disk(i: int, w: int, h: int) -> np.ndarray:
+    img = np.full((h, w, 3), 30, np.uint8)
+    cv2.circle(img, (40 + 4 * i, 60), 18, (40, 220, 80), -1)
+    return img
+
+
+def make_video(path: Path, count: int) -> Path:
+    return write_video(path, count, _moving_disk, size=(160, 120), fps=12.0)
 
 
 @pytest.mark.parametrize(

@@ -120,9 +120,12 @@ def test_pipeline_refines_poor_frames_only_in_modes(mode, expected):
     assert sum(calls) == expected, "keyframe 0 is never refined; the 5 others are"
 
 
-def test_refinement_is_capped_per_pass():
+@pytest.mark.parametrize("keyframe", [0, 3])
+def test_refinement_is_capped_per_run(keyframe):
+    """One cap for the run: a keyframe mid-clip (backward and forward passes) refines no more
+    frames than one on frame 0."""
     engine = fake_engine()
-    obj = ObjectPrompt(1, "A", clicks={0: [Click(40, 30)]})
+    obj = ObjectPrompt(1, "A", clicks={keyframe: [Click(40, 30)]})
     before = engine.segmenter.set_calls
     list(segment_video(engine, _frames(), [obj], refine=RefineConfig(mode="always", max_frames=2)))
     assert engine.segmenter.set_calls - before == 1 + 2

@@ -20,25 +20,23 @@ from backend.video import (
     probe,
     selected_indices,
 )
-from tests.conftest import DAVIS
+from tests.conftest import DAVIS, write_video
 
 BLACKSWAN = DAVIS / "JPEGImages" / "480p" / "blackswan"
 
 
-def make_video(path: Path, count: int, *, size=(64, 48), fps=10.0, fourcc="mp4v") -> Path:
-    """A video whose frame i shows i in binary as 8 black/white vertical stripes."""
-    w, h = size
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (w, h))
-    assert writer.isOpened()
+def _stripes(i: int, w: int, h: int) -> np.ndarray:
+    """Frame i shows i in binary as 8 black/white vertical stripes."""
+    img = np.zeros((h, w, 3), np.uint8)
     stripe = w // 8
-    for i in range(count):
-        img = np.zeros((h, w, 3), np.uint8)
-        for bit in range(8):
-            if (i >> bit) & 1:
-                img[:, bit * stripe : (bit + 1) * stripe] = 255
-        writer.write(img)
-    writer.release()
-    return path
+    for bit in range(8):
+        if (i >> bit) & 1:
+            img[:, bit * stripe : (bit + 1) * stripe] = 255
+    return img
+
+
+def make_video(path: Path, count: int, *, size=(64, 48), fourcc="mp4v") -> Path:
+    return write_video(path, count, _stripes, size=size, fourcc=fourcc)
 
 
 def level(frame: np.ndarray) -> int:

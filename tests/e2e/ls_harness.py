@@ -583,13 +583,6 @@ def decode_brush(result: Mapping[str, Any]) -> np.ndarray:
     return flat.reshape(h, w, 4)[:, :, 3]
 
 
-def jaccard(pred: np.ndarray, gt: np.ndarray) -> float:
-    """Region similarity J = |A∩B| / |A∪B| (1.0 when both are empty)."""
-    pred, gt = pred.astype(bool), gt.astype(bool)
-    union = np.logical_or(pred, gt).sum()
-    return 1.0 if union == 0 else float(np.logical_and(pred, gt).sum() / union)
-
-
 def interior_point(mask: np.ndarray) -> tuple[float, float]:
     """Pixel centre ``(x, y)`` of the distance-transform maximum: the most interior point."""
     import cv2

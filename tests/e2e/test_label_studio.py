@@ -17,6 +17,8 @@ import pytest
 from _echo_backend import ECHO_RADIUS, disk_mask
 from ls_harness import FRAME_COUNT, FRAME_H, FRAME_W, FramesProject, Interaction, LabelStudio
 
+from backend.eval.metrics import jaccard
+
 log = logging.getLogger(__name__)
 pytestmark = pytest.mark.e2e
 
@@ -58,7 +60,7 @@ def masks_by_frame(regions: list[dict[str, Any]]) -> dict[int, np.ndarray]:
 
 
 def mean_j(masks: list[np.ndarray], gts: list[np.ndarray]) -> float:
-    return float(np.mean([h.jaccard(m, g) for m, g in zip(masks, gts, strict=True)]))
+    return float(np.mean([jaccard(m, g) for m, g in zip(masks, gts, strict=True)]))
 
 
 def test_harness_roundtrip_with_echo_backend(
@@ -88,7 +90,7 @@ def test_click_through_label_studio_masks_every_frame(
     cx, cy = tam_interaction.click_xy
     assert pred[0][int(cy), int(cx)], "the frame-0 mask does not cover the click"
 
-    per_frame = [h.jaccard(m, g) for m, g in zip(pred, gt_masks, strict=True)]
+    per_frame = [jaccard(m, g) for m, g in zip(pred, gt_masks, strict=True)]
     got = float(np.mean(per_frame))
     references = {
         "full frame": mean_j([np.ones_like(gt_masks[0])] * FRAME_COUNT, gt_masks),

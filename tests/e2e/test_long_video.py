@@ -15,6 +15,8 @@ import ls_harness as h
 import pytest
 from ls_harness import DAVIS_DIR, FRAME_H, FRAME_W, LabelStudio
 
+from backend.eval.metrics import jaccard
+
 pytestmark = pytest.mark.e2e
 
 SOURCE = "car-shadow"  # 40 frames, played forward and backward to make a 300-frame clip
@@ -84,4 +86,4 @@ def test_300_frames_partial_within_budget_then_full_prediction_in_ls(
     assert len(written) >= 0.95 * FRAMES, f"{len(written)} regions written"
     assert written == sorted(set(written)), "one region per frame for one object"
     mask = h.decode_brush(next(r for r in pred["result"] if r["item_index"] == 0)) == 255
-    assert h.jaccard(mask, gt) > 0.5
+    assert jaccard(mask, gt) > 0.5
