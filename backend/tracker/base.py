@@ -44,7 +44,9 @@ class TrackedFrame:
     probs: np.ndarray
 
     def masks(self) -> dict[int, np.ndarray]:
-        """Per-object bool masks by argmax over background and objects."""
+        """Per-object bool masks by argmax over background and objects (ties: background)."""
+        if len(self.obj_ids) == 1:  # one comparison instead of an argmax over the stack
+            return {self.obj_ids[0]: self.probs[1] > self.probs[0]}
         winner = np.argmax(self.probs, axis=0)
         return {oid: winner == (k + 1) for k, oid in enumerate(self.obj_ids)}
 

@@ -65,6 +65,8 @@ class ClassicalTrackerConfig:
     """Search radius of the whole-object shift (fraction of the working long side); 0 = off."""
     scales: tuple[float, ...] = (0.92, 1.0, 1.08)
     """Scale changes tried by the whole-object match (zoom, approaching objects)."""
+    coarse: int = 2
+    """Shrink factor of the whole-object match's first, coarse search (1 = full size only)."""
     shape_sigma: float = 3.0
     """Softness (working pixels) of the shape prior around the warped boundary."""
     band: float = 0.06
@@ -162,13 +164,17 @@ def signed_distance(mask: np.ndarray) -> np.ndarray:
     return (inside - outside + np.where(m > 0, -0.5, 0.5)).astype(np.float32)
 
 
+Motion = tuple[float, float, float, float, float]
+
+
 def object_motion(
     prev_gray: np.ndarray,
     gray: np.ndarray,
     mask: np.ndarray,
     max_shift: int,
     scales: tuple[float, ...] = (1.0,),
-) -> tuple[float, float, float, float, float] | None:
+    coarse: int = 1,
+) -> Motion | None:
     """Whole-object similarity motion by masked template matching of the previous patch.
 
     Returns ``(scale, ox, oy, nx, ny)``: the previous patch's top-left ``(ox, oy)`` maps to
@@ -176,26 +182,66 @@ def object_motion(
     A rigid fallback for where optical flow fails: flat, textureless objects get near-zero DIS
     flow, and fast zooms/blur break it. A small penalty on the displacement (and on scale
     changes) breaks ties towards "no motion" on flat images.
+
+    ``coarse`` > 1 searches all scales and shifts on images shrunk by that factor first, then
+    only ``coarse + 1`` pixels around the answer at full size (the search is the tracker's
+    largest cost; a coarse pass is about ``coarse⁴`` times cheaper).
     """
     ys, xs = np.nonzero(mask)
     if ys.size < 4:
         return None
+    box = (int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1)
+    y0, y1, x0, x1 = box
+    if coarse > 1 and min(y1 - y0, x1 - x0) >= 8 * coarse:
+        rough = object_motion(
+            _shrink(prev_gray, coarse),
+            _shrink(gray, coarse),
+            _shrink(mask.astype(np.float32), coarse) > 0.5,
+            max(2, max_shift // coarse),
+            scales,
+        )
+        if rough is not None:
+            sc, ox, oy, nx, ny = rough
+            at = (sc * (x0 - coarse * ox) + coarse * nx, sc * (y0 - coarse * oy) + coarse * ny)
+            found = _match(prev_gray, gray, mask, box, (sc,), coarse + 1, at)
+            if found is not None:
+                return found
+    return _match(prev_gray, gray, mask, box, scales, max_shift, None)
+
+
+def _shrink(img: np.ndarray, factor: int) -> np.ndarray:
+    size = (max(1, img.shape[1] // factor), max(1, img.shape[0] // factor))
+    return cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+
+
+def _match(
+    prev_gray: np.ndarray,
+    gray: np.ndarray,
+    mask: np.ndarray,
+    box: tuple[int, int, int, int],
+    scales: tuple[float, ...],
+    radius: int,
+    at: tuple[float, float] | None,
+) -> Motion | None:
+    """Best :func:`object_motion` over ``scales`` and shifts up to ``radius`` around ``at``
+    (the scaled patch's expected top-left; default: same centre as before)."""
+    y0, y1, x0, x1 = box
     h, w = gray.shape
-    y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
     tmpl0 = prev_gray[y0:y1, x0:x1].astype(np.float32)
     tmask0 = mask[y0:y1, x0:x1].astype(np.float32)
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    best: tuple[float, tuple[float, float, float, float, float]] | None = None
+    best: tuple[float, Motion] | None = None
     for sc in scales:
         th, tw = max(2, round((y1 - y0) * sc)), max(2, round((x1 - x0) * sc))
         if th >= h or tw >= w:
             continue
         tmpl = tmpl0 if sc == 1.0 else cv2.resize(tmpl0, (tw, th))
         tmask = tmask0 if sc == 1.0 else cv2.resize(tmask0, (tw, th))
-        # Search window: the scaled box around the same centre, grown by max_shift.
+        # Zero displacement: the scaled box around the same centre.
         bx0, by0 = round(cx - tw / 2), round(cy - th / 2)
-        sx0, sy0 = max(0, bx0 - max_shift), max(0, by0 - max_shift)
-        sx1, sy1 = min(w, bx0 + tw + max_shift), min(h, by0 + th + max_shift)
+        ax, ay = (bx0, by0) if at is None else (round(at[0]), round(at[1]))
+        sx0, sy0 = max(0, ax - radius), max(0, ay - radius)
+        sx1, sy1 = min(w, ax + tw + radius), min(h, ay + th + radius)
         if sx1 - sx0 < tw or sy1 - sy0 < th:
             continue
         search = gray[sy0:sy1, sx0:sx1].astype(np.float32)
@@ -211,7 +257,7 @@ def object_motion(
     return None if best is None else best[1]
 
 
-def motion_field(motion: tuple[float, float, float, float, float], grid: np.ndarray) -> np.ndarray:
+def motion_field(motion: Motion, grid: np.ndarray) -> np.ndarray:
     """Displacement field x' − x of an :func:`object_motion` similarity at every pixel."""
     sc, ox, oy, nx, ny = motion
     field = np.empty_like(grid)
@@ -229,8 +275,10 @@ def photometric_error(
     return cv2.boxFilter(err, -1, (k, k))
 
 
-def _robust_motion(v: np.ndarray) -> tuple[np.ndarray, float]:
-    """Median motion of N×2 vectors and a spread from their median absolute deviation."""
+def _robust_motion(v: np.ndarray, max_samples: int = 4000) -> tuple[np.ndarray, float]:
+    """Median motion of N×2 vectors and a spread from their median absolute deviation
+    (on at most ``max_samples`` evenly spaced vectors: the medians are the cost)."""
+    v = v[:: max(1, len(v) // max_samples)]
     med = np.median(v, axis=0)
     mad = float(np.median(np.abs(v - med).sum(axis=1)))
     return med.astype(np.float32), 0.5 + 1.5 * mad
@@ -254,10 +302,14 @@ def motion_llr(
 
     m_obj, s_obj = _robust_motion(fwd[prev_mask])
     m_bg, s_bg = _robust_motion(fwd[ring])
-    d_obj = ((motion_new - m_obj) ** 2).sum(axis=2) / (2 * s_obj**2)
-    d_bg = ((motion_new - m_bg) ** 2).sum(axis=2) / (2 * s_bg**2)
-    llr = d_bg - d_obj + 2.0 * np.log(s_bg / s_obj)  # isotropic 2-D Gaussians
-    return np.clip(llr, -clip, clip).astype(np.float32)
+    mx, my = motion_new[..., 0], motion_new[..., 1]
+    d_obj = cv2.magnitude(mx - m_obj[0], my - m_obj[1])
+    d_bg = cv2.magnitude(mx - m_bg[0], my - m_bg[1])
+    # isotropic 2-D Gaussians: log N(v; bg) - log N(v; obj) with the sign of "object"
+    llr = cv2.addWeighted(
+        d_bg * d_bg, 0.5 / s_bg**2, d_obj * d_obj, -0.5 / s_obj**2, 2.0 * np.log(s_bg / s_obj)
+    )
+    return np.clip(llr, -clip, clip, out=llr)
 
 
 def exclusive_probs(p: np.ndarray) -> np.ndarray:
@@ -458,7 +510,9 @@ class ClassicalTrackerSession:
         better (lower local photometric error) — rescues textureless or fast objects."""
         mask = st.prob > 0.5
         max_shift = max(4, int(self.config.max_shift * max(mask.shape)))
-        motion = object_motion(ctx.prev_gray, ctx.gray, mask, max_shift, self.config.scales)
+        motion = object_motion(
+            ctx.prev_gray, ctx.gray, mask, max_shift, self.config.scales, self.config.coarse
+        )
         if motion is None:
             return ctx.flow
         rigid = motion_field(motion, ctx.grid)
