@@ -14,6 +14,7 @@ from backend.tracker.classical import (
     ClassicalTrackerConfig,
     exclusive_probs,
     motion_llr,
+    object_motion,
     signed_distance,
     splat,
 )
@@ -270,6 +271,17 @@ def test_splat_moves_without_trailing_smear():
     flow[..., 0] = 6.0
     out, _ = splat(img, flow, grid, fill=0.0)
     assert out[7, 13] > 0.9 and out[7, 6] < 0.1
+
+
+@pytest.mark.parametrize("coarse", [1, 2])
+def test_object_motion_finds_the_shift_also_coarse_to_fine(coarse):
+    rng = np.random.default_rng(4)
+    prev = cv2.GaussianBlur(rng.integers(0, 255, (H, W)).astype(np.uint8), (5, 5), 0)
+    new = np.roll(prev, (-4, 7), axis=(0, 1))  # the whole scene moves 7 right, 4 up
+    mask = np.zeros((H, W), bool)
+    mask[40:80, 50:100] = True
+    sc, ox, oy, nx, ny = object_motion(prev, new, mask, 12, (0.92, 1.0, 1.08), coarse)
+    assert sc == 1.0 and (nx - ox, ny - oy) == (7.0, -4.0)
 
 
 def test_motion_llr_tells_object_motion_from_background_motion():
