@@ -344,6 +344,7 @@ class TrackAnythingModel:
             refine=self.refine,
             cache_key=spec.task_id,
             backward=start is None,
+            appearance=None if start is None else self._first_keyframe_masks(job, frames, schema),
             should_stop=job.cancel.is_set,
         ):
             regions = [compact_region(r) for r in frame_regions(fp, labels, schema)]
@@ -565,6 +566,24 @@ class TrackAnythingModel:
                 region["value"]["rle"], region["original_height"], region["original_width"]
             )
         return start, last[2]
+
+    def _first_keyframe_masks(self, job: Job, frames: FrameSource, schema: ProjectSchema) -> dict:
+        """``{frame: {obj_id: mask}}``: each object's mask on its first keyframe, as shown by the
+        run a correction restarts from (the tracker learns the object's looks there)."""
+        objects = self._objects(frames, prompts_from_json(job.spec.prompts), schema)
+        out: dict[int, dict] = {}
+        for obj in objects:
+            first = obj.keyframes[0] if obj.keyframes else None
+            if first is None or first >= (job.start_frame or 0):
+                continue
+            regions = (job.reused or {}).get(first, ([], []))[0]
+            rid = region_id(obj.obj_id, first)
+            region = next((r for r in regions if r["id"] == rid), None)
+            if region is not None:
+                out.setdefault(first, {})[obj.obj_id] = rle.decode(
+                    region["value"]["rle"], region["original_height"], region["original_width"]
+                )
+        return out
 
     def _forget_results(self, task_id: int) -> None:
         with self._lock:

@@ -301,6 +301,7 @@ def segment_video(
     keyframes: dict[int, dict[int, Keyframe]] | None = None,
     refine: RefineConfig | None = None,
     backward: bool = True,
+    appearance: dict[int, dict[int, np.ndarray]] | None = None,
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> Iterator[FramePrediction]:
@@ -310,7 +311,9 @@ def segment_video(
     caller already has them. ``refine`` enables TAM's refinement of poor
     propagated frames (see :mod:`backend.refine`; off by default).
     ``backward=False`` only propagates forward from the earliest keyframe
-    (a correction restarted at its frame). ``progress(done, total)`` is called after each
+    (a correction restarted at its frame); ``appearance`` (``{frame: {obj_id: mask}}``, frames
+    before that restart) gives each object's first-keyframe mask, which a tracker may learn the
+    object's looks from without propagating it. ``progress(done, total)`` is called after each
     finished frame; ``should_stop()`` is polled between frames and raises
     :class:`Cancelled`.
     """
@@ -354,6 +357,11 @@ def segment_video(
         for k, objs in keyframes.items():
             for oid, kf in objs.items():
                 session.add_mask(k, oid, kf.mask)
+        if appearance and not backward:  # frames before the pass: looks only, never yielded
+            for k, masks in appearance.items():
+                for oid, mask in masks.items():
+                    if k < anchor_fwd and oid in first:
+                        session.add_mask(k, oid, mask)
         held: dict[int, tuple[dict[int, np.ndarray], dict[int, float]]] = {}
         if backward and anchor_bwd > 0:
             for tf in session.propagate(anchor_bwd, reverse=True):

@@ -40,9 +40,11 @@ class _CopySession:
         self.frames = frames
         self.delay_s = delay_s
         self.masks: dict[int, dict[int, np.ndarray]] = {}
+        self.added: list[tuple[int, int, np.ndarray]] = []  # kept after close, for tests
 
     def add_mask(self, frame_index, obj_id, mask):
         self.masks.setdefault(frame_index, {})[obj_id] = mask.astype(bool)
+        self.added.append((frame_index, obj_id, mask.astype(bool)))
 
     def remove_object(self, obj_id):
         for d in self.masks.values():
@@ -78,9 +80,11 @@ class CopyTracker:
 
     def __init__(self, delay_s: float = 0.0):
         self.delay_s = delay_s
+        self.sessions: list[_CopySession] = []
 
     def start(self, frames):
-        return _CopySession(frames, self.delay_s)
+        self.sessions.append(_CopySession(frames, self.delay_s))
+        return self.sessions[-1]
 
 
 def fake_engine(settings=None, delay_s: float = 0.0) -> Engine:

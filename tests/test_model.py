@@ -74,6 +74,11 @@ def test_correction_click_refines_the_shown_mask_and_keeps_earlier_frames(tmp_pa
     assert by_frame[3]["value"]["rle"] != shown3["value"]["rle"], "frame 3 changed"
     jobs = model.list_jobs()["jobs"]
     assert jobs[0]["frames_done"] == 6
+    # the restarted tracker gets frame 0's shown mask to learn the object's looks from
+    session = model.engine.tracker.sessions[-1]
+    shown0 = rle.decode(first["result"][0]["value"]["rle"], 240, 320)
+    assert [(f, o) for f, o, _ in session.added] == [(3, 1), (0, 1)]
+    np.testing.assert_array_equal(session.added[1][2], shown0)
 
 
 def test_a_correction_before_the_last_keyframe_runs_in_full(tmp_path):

@@ -456,6 +456,8 @@ class ClassicalTrackerSession:
         small = resize_to(frame, wsize)
         idx = color_index(small, cfg.color_bits)
         states: dict[int, _ObjectState] = {}
+        if step == 1:
+            self._learn_earlier(prompts, start, states, wsize, bins, ring_px)
         self._apply_keyframe(prompts.get(start, {}), states, idx, wsize, bins, ring_px)
         prev_gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
         yield self._emit(start, obj_ids, states, frame, (h, w), keyframe=prompts.get(start))
@@ -641,6 +643,32 @@ class ClassicalTrackerSession:
                     states[oid].lost = True
                 continue
             st.prob, st.area, st.ref_area, st.lost = prob, area, area, False
+
+    def _learn_earlier(
+        self,
+        prompts: dict[int, dict[int, np.ndarray]],
+        start: int,
+        states: dict[int, _ObjectState],
+        wsize: tuple[int, int],
+        bins: int,
+        ring_px: int,
+    ) -> None:
+        """Colour models of objects whose first keyframe lies before a forward pass's start.
+
+        A pass restarted at a correction (the server's quick path) then learns an object's
+        colours where a full run would, on its first keyframe, and treats the start frame's
+        mask as a later keyframe (shape and size only).
+        """
+        for oid in prompts.get(start, {}):
+            first = min(f for f, d in prompts.items() if oid in d)
+            if first >= start or not prompts[first][oid].any():
+                continue
+            small = resize_to(self._read(first), wsize)
+            mask = resize_to(prompts[first][oid].astype(np.float32), wsize) > 0.5
+            fg, bg = _models_from_mask(color_index(small, self.config.color_bits), mask, bins,
+                                       ring_px)  # fmt: skip
+            area = float(mask.sum())
+            states[oid] = _ObjectState(np.zeros(mask.shape, np.float32), fg, bg, fg, bg, area, 0.0)
 
     def _emit(
         self,

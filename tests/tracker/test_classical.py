@@ -178,6 +178,19 @@ def test_sloppy_correction_keeps_the_first_keyframes_colours():
     assert min(jaccard(out[i], masks[i]) for i in range(8, 14)) > 0.9
 
 
+def test_pass_restarted_at_a_correction_learns_colours_on_the_first_keyframe():
+    """The server's quick path restarts at the corrected frame: colours still come from the
+    object's first keyframe, so a sloppy correction is trimmed as in a full run."""
+    frames, masks = _clip([(30 + 5 * i, 60) for i in range(14)])
+    session = ClassicalTracker().start(ArrayFrameSource(frames))
+    session.add_mask(0, 1, masks[0])
+    sloppy = cv2.dilate(masks[5].astype(np.uint8), np.ones((25, 25), np.uint8)).astype(bool)
+    session.add_mask(5, 1, sloppy)
+    out = {o.index: o.masks()[1] for o in session.propagate(5)}
+    assert sorted(out) == list(range(5, 14)) and np.array_equal(out[5], sloppy)
+    assert min(jaccard(out[i], masks[i]) for i in range(8, 14)) > 0.9
+
+
 def test_object_appearing_on_a_later_keyframe_joins():
     frames, masks = _clip([(30 + 5 * i, 60) for i in range(8)])
     square = np.zeros((H, W), bool)
