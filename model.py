@@ -344,7 +344,7 @@ class TrackAnythingModel:
             refine=self.refine,
             cache_key=spec.task_id,
             backward=start is None,
-            appearance=None if start is None else self._first_keyframe_masks(job, frames, schema),
+            appearance=None if start is None else _first_keyframe_masks(job),
             should_stop=job.cancel.is_set,
         ):
             regions = [compact_region(r) for r in frame_regions(fp, labels, schema)]
@@ -555,35 +555,14 @@ class TrackAnythingModel:
         start = correction_start(last[1], signature)
         if start is None or not all(f in last[2] for f in range(start)):
             return None, None
-        previous = last[2].get(start, ([], []))[0]
         for obj in objects:
             if start in obj.clicks:
                 continue
-            region = next((r for r in previous if r["id"] == region_id(obj.obj_id, start)), None)
-            if region is None:
+            shown = _run_mask(last[2], obj.obj_id, start)
+            if shown is None:
                 return None, None
-            obj.masks[start] = rle.decode(
-                region["value"]["rle"], region["original_height"], region["original_width"]
-            )
+            obj.masks[start] = shown
         return start, last[2]
-
-    def _first_keyframe_masks(self, job: Job, frames: FrameSource, schema: ProjectSchema) -> dict:
-        """``{frame: {obj_id: mask}}``: each object's mask on its first keyframe, as shown by the
-        run a correction restarts from (the tracker learns the object's looks there)."""
-        objects = self._objects(frames, prompts_from_json(job.spec.prompts), schema)
-        out: dict[int, dict] = {}
-        for obj in objects:
-            first = obj.keyframes[0] if obj.keyframes else None
-            if first is None or first >= (job.start_frame or 0):
-                continue
-            regions = (job.reused or {}).get(first, ([], []))[0]
-            rid = region_id(obj.obj_id, first)
-            region = next((r for r in regions if r["id"] == rid), None)
-            if region is not None:
-                out.setdefault(first, {})[obj.obj_id] = rle.decode(
-                    region["value"]["rle"], region["original_height"], region["original_width"]
-                )
-        return out
 
     def _forget_results(self, task_id: int) -> None:
         with self._lock:
@@ -610,6 +589,31 @@ def _click_signature(prompts: PromptSet) -> dict[str, dict[int, tuple]]:
         for k, m in frames.items():
             sig = hashlib.sha1(bytes(m.rle)).hexdigest()
             out.setdefault(label, {})[k] = (*out.get(label, {}).get(k, ()), sig)
+    return out
+
+
+def _run_mask(frames: dict, obj_id: int, frame: int):
+    """The mask a finished run (``{frame: (regions, scores)}``) showed for an object on a
+    frame, or None."""
+    regions = frames.get(frame, ([], []))[0]
+    region = next((r for r in regions if r["id"] == region_id(obj_id, frame)), None)
+    if region is None:
+        return None
+    return rle.decode(region["value"]["rle"], region["original_height"], region["original_width"])
+
+
+def _first_keyframe_masks(job: Job) -> dict:
+    """``{frame: {obj_id: mask}}`` for a correction restarted at ``job.start_frame``: each
+    object's mask on its first keyframe (from the job's click signature), as the run it
+    restarts from showed it — the tracker learns the object's looks there."""
+    out: dict[int, dict] = {}
+    for obj in job.objects or []:
+        first = min((job.signature or {}).get(obj.label, {}), default=job.start_frame)
+        if first >= job.start_frame:
+            continue
+        shown = _run_mask(job.reused or {}, obj.obj_id, first)
+        if shown is not None:
+            out.setdefault(first, {})[obj.obj_id] = shown
     return out
 
 
