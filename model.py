@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from backend import __version__, rle
+from backend import __version__
 from backend.config import Settings
 from backend.engine import (
     Engine,
@@ -26,12 +26,13 @@ from backend.engine import (
     refine_config,
     resolve_engine_name,
 )
+from backend.frames import FrameSource
 from backend.jobs import Job, JobManager, JobSpec, JobStore
-from backend.labelconfig import ProjectSchema, parse_label_config
-from backend.lsclient import LabelStudioConnection, replace_prediction
-from backend.media import FrameSource, MediaFetcher, TaskFrameCache
-from backend.pipeline import correction_start, segment_keyframes, segment_video, sticky_prior
-from backend.prompts import (
+from backend.ls import rle
+from backend.ls.client import LabelStudioConnection, replace_prediction
+from backend.ls.labelconfig import ProjectSchema, parse_label_config
+from backend.ls.media import MediaFetcher, TaskFrameCache
+from backend.ls.prompts import (
     PromptSet,
     RelMask,
     parse_context,
@@ -39,13 +40,14 @@ from backend.prompts import (
     prompts_to_json,
     to_object_prompts,
 )
-from backend.results import (
+from backend.ls.results import (
     assemble_prediction,
     compact_region,
     frame_regions,
     low_quality_frames,
     region_id,
 )
+from backend.pipeline import correction_start, segment_keyframes, segment_video, sticky_prior
 from backend.server.errors import BusyError, RequestError
 from backend.server.metrics import Metrics
 from backend.types import FramePrediction

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from backend.config import ConfigError, Settings
-from backend.export import FORMATS, ExportError, export_tasks
-from backend.labelconfig import LabelConfigError, parse_label_config
+from backend.ls.export import FORMATS, ExportError, export_tasks
+from backend.ls.labelconfig import LabelConfigError, parse_label_config
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,8 @@ def fetch_project(client, project_id: int) -> tuple[str, list[dict[str, Any]]]:
 
 def _frame_size_reader(settings: Settings):
     """Reads a frame (local file or through LS) to learn its size; None if impossible."""
-    from backend.media import MediaFetcher, decode_image
+    from backend.frames import decode_image
+    from backend.ls.media import MediaFetcher
 
     fetcher = MediaFetcher(settings)
 
@@ -104,7 +105,7 @@ def main(args: argparse.Namespace) -> int:
             if args.label_config is not None:
                 config = args.label_config.read_text()
         else:
-            from backend.lsclient import LabelStudioAuthError, LabelStudioConnection
+            from backend.ls.client import LabelStudioAuthError, LabelStudioConnection
 
             conn = LabelStudioConnection(settings)
             if not conn.configured:

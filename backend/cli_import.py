@@ -38,7 +38,7 @@ from xml.sax.saxutils import quoteattr
 import cv2
 
 from backend.config import ConfigError, Settings
-from backend.media import MediaError
+from backend.frames import MediaError
 from backend.video import Frame, Sampling, iter_frames, parse_resize, probe
 
 log = logging.getLogger(__name__)
@@ -166,7 +166,7 @@ class LabelStudioImporter:
         return int(project.id)
 
     def frames_key(self, project_id: int) -> str:
-        from backend.labelconfig import LabelConfigError, parse_label_config
+        from backend.ls.labelconfig import LabelConfigError, parse_label_config
 
         project = self.client.projects.get(id=project_id)
         try:
@@ -370,7 +370,7 @@ def main(args: argparse.Namespace) -> int:
     frames_key = "frames"
     try:
         if not args.dry_run:
-            from backend.lsclient import LabelStudioAuthError, LabelStudioConnection
+            from backend.ls.client import LabelStudioAuthError, LabelStudioConnection
 
             conn = LabelStudioConnection(settings)
             if not conn.configured:

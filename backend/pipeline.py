@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from backend.engine import Engine
-from backend.media import FrameSource
+from backend.frames import FrameSource
 from backend.refine import RefineConfig, mask_quality, refine_mask
 from backend.tracker.base import TrackedFrame
 from backend.types import Click, FramePrediction, ObjectPrompt

@@ -5,7 +5,7 @@ Two ways in:
 * :func:`iter_frames` streams sampled frames (stride / target fps / max frames / resize)
   from an ``.mp4``/``.avi``/``.webm``/... file or a folder of images, one at a time, so a
   long video never sits in memory. Used by ``import-video`` to write JPEGs.
-* :class:`VideoFrameSource` is a random-access :class:`~backend.media.FrameSource` over a
+* :class:`VideoFrameSource` is a random-access :class:`~backend.frames.FrameSource` over a
   video file: frames are decoded on demand (sequential reads are cheap, a backward jump
   re-seeks) and the last few are kept in a bounded cache. Used by ``segment``.
 
@@ -26,7 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from backend.media import FolderFrameSource, MediaError, list_image_files, read_image
+from backend.frames import FolderFrameSource, MediaError, list_image_files, read_image
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from scipy import ndimage as ndi
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from backend.media import FolderFrameSource  # noqa: E402
+from backend.frames import FolderFrameSource  # noqa: E402
 from backend.segmenter.classical import ClassicalSegmenter  # noqa: E402
 from backend.tracker.classical import ClassicalTracker  # noqa: E402
 

@@ -23,10 +23,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backend.engine import build_engine  # noqa: E402
-from backend.labelconfig import parse_label_config  # noqa: E402
-from backend.media import LazyFrameSource  # noqa: E402
+from backend.frames import LazyFrameSource  # noqa: E402
+from backend.ls.labelconfig import parse_label_config  # noqa: E402
+from backend.ls.results import compact_region, frame_regions  # noqa: E402
 from backend.pipeline import segment_video  # noqa: E402
-from backend.results import compact_region, frame_regions  # noqa: E402
 from backend.types import Click, ObjectPrompt  # noqa: E402
 
 CONFIG = (Path(__file__).resolve().parents[1] / "docs" / "labeling-config.xml").read_text()

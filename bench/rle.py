@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from label_studio_sdk.converter.brush import decode_rle, mask2rle  # noqa: E402
 
-from backend import rle  # noqa: E402
+from backend.ls import rle  # noqa: E402
 
 SIZES = {"480p": (480, 854), "1080p": (1080, 1920)}
 

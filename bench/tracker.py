@@ -42,7 +42,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from backend.media import LazyFrameSource  # noqa: E402
+from backend.frames import LazyFrameSource  # noqa: E402
 from backend.tracker.xmem.checkpoint import network_from_state_dict  # noqa: E402
 from backend.tracker.xmem.tracker import XMemTracker  # noqa: E402
 

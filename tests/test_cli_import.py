@@ -11,7 +11,7 @@ import pytest
 
 from backend.cli import main as cli_main
 from backend.cli_import import chunk_tasks, label_config, safe_name
-from backend.labelconfig import parse_label_config
+from backend.ls.labelconfig import parse_label_config
 from tests.conftest import DAVIS, REPO, write_video
 
 BLACKSWAN = DAVIS / "JPEGImages" / "480p" / "blackswan"

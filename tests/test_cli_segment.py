@@ -13,8 +13,8 @@ import pytest
 import backend.cli_segment as seg
 from backend.cli import main as cli_main
 from backend.cli_segment import ClickSpec, build_objects, parse_click
-from backend.eval.metrics import jaccard
-from backend.export import read_index_png
+from backend.ls.export import read_index_png
+from backend.masks import jaccard
 from backend.types import Click
 from tests.conftest import DAVIS, fake_engine, write_video
 

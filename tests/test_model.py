@@ -57,7 +57,7 @@ def make(tmp_path):
 
 
 def test_correction_click_refines_the_shown_mask_and_keeps_earlier_frames(tmp_path):
-    from backend import rle
+    from backend.ls import rle
 
     model, urls, priors = make(tmp_path)
     first = model.predict(request(urls, kp(30, 50, 0)))["results"][0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backend.media import ArrayFrameSource
+from backend.frames import ArrayFrameSource
 from backend.pipeline import Cancelled, segment_video
 from backend.types import Click, ObjectPrompt
 from tests.conftest import fake_engine

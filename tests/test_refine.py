@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backend.media import ArrayFrameSource
+from backend.frames import ArrayFrameSource
 from backend.pipeline import segment_video
 from backend.refine import (
     RefineConfig,

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from backend.media import MediaError, read_image
+from backend.frames import MediaError, read_image
 from backend.video import (
     Resize,
     Sampling,

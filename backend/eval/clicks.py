@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from backend.eval.metrics import jaccard
+from backend.masks import jaccard
 from backend.types import Click
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from backend.media import list_image_files
+from backend.frames import list_image_files
 
 log = logging.getLogger(__name__)
 

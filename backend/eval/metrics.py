@@ -32,6 +32,8 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from backend.masks import jaccard  # re-exported: J is defined with the masks
+
 log = logging.getLogger(__name__)
 
 VOID = 255
@@ -48,16 +50,6 @@ class EvalConfig:
 
 # ---------------------------------------------------------------------------------------------
 # per frame
-
-
-def jaccard(gt: np.ndarray, pred: np.ndarray) -> float:
-    """Region similarity J of two boolean masks (1 when both are empty)."""
-    gt = gt.astype(bool, copy=False)
-    pred = pred.astype(bool, copy=False)
-    union = np.count_nonzero(gt | pred)
-    if union == 0:
-        return 1.0
-    return np.count_nonzero(gt & pred) / union
 
 
 def boundary_map(mask: np.ndarray) -> np.ndarray:

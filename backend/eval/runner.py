@@ -40,7 +40,7 @@ from backend.eval.metrics import (
     object_ids,
     summarize,
 )
-from backend.media import LazyFrameSource, MediaError, read_image
+from backend.frames import LazyFrameSource, MediaError, read_image
 from backend.pipeline import apply_correction_priors
 from backend.types import ObjectPrompt
 

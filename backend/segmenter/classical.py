@@ -33,7 +33,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.graph import MCP_Geometric
 
-from backend.eval.metrics import jaccard
+from backend.masks import jaccard
 from backend.segmenter.base import SegmentOutput
 
 log = logging.getLogger(__name__)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from backend.engine import EngineError
-from backend.labelconfig import LabelConfigError
-from backend.lsclient import LabelStudioAuthError
-from backend.media import MediaError
-from backend.prompts import PromptError
+from backend.frames import MediaError
+from backend.ls.client import LabelStudioAuthError
+from backend.ls.labelconfig import LabelConfigError
+from backend.ls.prompts import PromptError
 
 
 class RequestError(ValueError):

@@ -32,7 +32,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from backend.media import FrameSource
+from backend.frames import FrameSource
 
 
 @dataclass

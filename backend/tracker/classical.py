@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from backend.media import FrameSource
+from backend.frames import FrameSource
 from backend.segmenter.classical import fisher_projection, guided_filter, guided_upsample, project
 from backend.tracker.base import TrackedFrame
 

@@ -17,7 +17,7 @@ import pytest
 from _echo_backend import ECHO_RADIUS, disk_mask
 from ls_harness import FRAME_COUNT, FRAME_H, FRAME_W, FramesProject, Interaction, LabelStudio
 
-from backend.eval.metrics import jaccard
+from backend.masks import jaccard
 
 log = logging.getLogger(__name__)
 pytestmark = pytest.mark.e2e

@@ -15,7 +15,7 @@ import ls_harness as h
 import pytest
 from ls_harness import DAVIS_DIR, FRAME_H, FRAME_W, LabelStudio
 
-from backend.eval.metrics import jaccard
+from backend.masks import jaccard
 
 pytestmark = pytest.mark.e2e
 

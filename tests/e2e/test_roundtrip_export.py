@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from backend.cli import main as cli_main
-from backend.export import read_index_png
-from backend.labelconfig import parse_label_config
-from backend.results import brush_region
+from backend.ls.export import read_index_png
+from backend.ls.labelconfig import parse_label_config
+from backend.ls.results import brush_region
 from tests.conftest import DAVIS as DAVIS_DIR
 
 pytestmark = pytest.mark.e2e

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from backend.eval.metrics import jaccard
-from backend.media import read_image
+from backend.frames import read_image
+from backend.masks import jaccard
 from backend.segmenter.base import Segmenter
 from backend.segmenter.classical import (
     GC_BGD,

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from backend.eval.metrics import jaccard
-from backend.media import ArrayFrameSource, FolderFrameSource
+from backend.frames import ArrayFrameSource, FolderFrameSource
+from backend.masks import jaccard
 from backend.tracker.base import Tracker, TrackerSession
 from backend.tracker.classical import (
     ClassicalTracker,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from backend.media import ArrayFrameSource
+from backend.frames import ArrayFrameSource
 from backend.tracker.base import Tracker, TrackerSession
 from backend.tracker.xmem.checkpoint import network_from_state_dict
 from backend.tracker.xmem.config import XMemConfig

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from backend.media import FrameSource
+from backend.frames import FrameSource
 from backend.tracker.base import TrackedFrame
 from backend.tracker.xmem.checkpoint import load_network
 from backend.tracker.xmem.config import TAM_CONFIG, XMemConfig

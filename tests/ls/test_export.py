@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from backend import rle
 from backend.cli import main as cli_main
-from backend.export import (
+from backend.frames import ArrayFrameSource
+from backend.ls import rle
+from backend.ls.export import (
     ExportError,
     collect_sequences,
     davis_palette,
@@ -19,10 +20,9 @@ from backend.export import (
     read_index_png,
     write_index_png,
 )
-from backend.labelconfig import parse_label_config
-from backend.media import ArrayFrameSource
+from backend.ls.labelconfig import parse_label_config
+from backend.ls.results import ObjectInfo, build_prediction
 from backend.pipeline import segment_video
-from backend.results import ObjectInfo, build_prediction
 from backend.types import Click, ObjectPrompt
 from tests.conftest import REPO, fake_engine, load_fixture
 

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from backend import rle
+from backend.ls import rle
 
 log = logging.getLogger(__name__)
 

@@ -2,14 +2,14 @@ from __future__ import annotations
 
 import pytest
 
-from backend.labelconfig import LabelConfigError, parse_label_config
+from backend.ls.labelconfig import LabelConfigError, parse_label_config
 from tests.conftest import load_fixture
 
 
 def test_shipped_config_parses():
     from pathlib import Path
 
-    xml = (Path(__file__).resolve().parents[1] / "docs" / "labeling-config.xml").read_text()
+    xml = (Path(__file__).resolve().parents[2] / "docs" / "labeling-config.xml").read_text()
     s = parse_label_config(xml)
     assert s.is_sequence and s.keypoint_name and s.brush_labels == s.keypoint_labels
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backend import rle
-from backend.labelconfig import parse_label_config
-from backend.prompts import PromptError, object_id, parse_context, to_object_prompts
+from backend.ls import rle
+from backend.ls.labelconfig import parse_label_config
+from backend.ls.prompts import PromptError, object_id, parse_context, to_object_prompts
 from tests.conftest import load_fixture
 
 CONFIG = """<View>

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from backend.labelconfig import ProjectSchema
+from backend.ls.labelconfig import ProjectSchema
 from backend.types import Click, ObjectPrompt
 
 

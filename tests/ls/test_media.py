@@ -13,14 +13,8 @@ import numpy as np
 import pytest
 
 from backend.config import Settings
-from backend.media import (
-    FolderFrameSource,
-    LazyFrameSource,
-    MediaError,
-    MediaFetcher,
-    TaskFrameCache,
-    decode_image,
-)
+from backend.frames import FolderFrameSource, LazyFrameSource, MediaError, decode_image
+from backend.ls.media import MediaFetcher, TaskFrameCache
 
 JPEG = cv2.imencode(".jpg", np.full((24, 32, 3), 200, np.uint8))[1].tobytes()
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from backend import rle
-from backend.labelconfig import ProjectSchema
+from backend.ls import rle
+from backend.ls.labelconfig import ProjectSchema
 from backend.types import FramePrediction
 
 

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from label_studio_sdk.converter.brush import decode_rle, encode_rle, mask2rle
 
-from backend import rle
+from backend.ls import rle
 
 # Pixel run lengths around the size-class limits 8/16/256/65536 values (4 values per pixel).
 BOUNDARY_PIXEL_RUNS = [1, 2, 3, 4, 5, 63, 64, 65, 16383, 16384, 16385, 32768, 32769]
