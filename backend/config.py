@@ -91,6 +91,7 @@ class Settings:
     max_frames: int = field(default=2000, metadata={"env": "MAX_FRAMES"})
     max_frame_pixels: int = field(default=3840 * 2160, metadata={"env": "MAX_FRAME_PIXELS"})
     frame_cache_size: int = field(default=64, metadata={"env": "FRAME_CACHE_SIZE"})
+    session_cache_mb: float = field(default=512.0, metadata={"env": "SESSION_CACHE_MB"})
 
     engine: str = field(default="auto", metadata={"env": "ENGINE"})
     sam_checkpoint: Path | None = field(default=None, metadata={"env": "SAM_CHECKPOINT"})
@@ -138,6 +139,9 @@ class Settings:
             ),
             "frame_cache_size": _int(
                 get("FRAME_CACHE_SIZE", str(d.frame_cache_size)), "FRAME_CACHE_SIZE", 0
+            ),
+            "session_cache_mb": _float(
+                get("SESSION_CACHE_MB", str(d.session_cache_mb)), "SESSION_CACHE_MB", 0.0
             ),
             "engine": _engine(get("ENGINE", d.engine)),
             "sam_checkpoint": _path(get("SAM_CHECKPOINT", "")),

@@ -31,6 +31,8 @@ class Engine:
     tracker: Tracker
     model_version: str
     checkpoints: dict[str, str]  # what was loaded, for /health
+    # TAM step 3: which propagated frames the segmenter re-segments (server, CLI, eval alike)
+    refine: RefineConfig = field(default_factory=RefineConfig)
     # the segmenter holds one image at a time: every set_image+predict pair takes this lock
     segmenter_lock: threading.RLock = field(default_factory=threading.RLock, compare=False)
 
@@ -49,7 +51,7 @@ def resolve_engine_name(settings: Settings) -> str:
     return "classical"
 
 
-def build_classical() -> Engine:
+def build_classical(refine: RefineConfig | None = None) -> Engine:
     from backend.segmenter.classical import ClassicalSegmenter
     from backend.tracker.classical import ClassicalTracker
 
@@ -59,6 +61,7 @@ def build_classical() -> Engine:
         tracker=ClassicalTracker(),
         model_version=f"tam-classical-{__version__}",
         checkpoints={},
+        refine=refine or RefineConfig(),
     )
 
 
@@ -99,6 +102,7 @@ def build_sam_xmem(settings: Settings) -> Engine:
             "sam": str(settings.sam_checkpoint),
             "xmem": str(settings.xmem_checkpoint),
         },
+        refine=refine_config(settings, "sam-xmem"),
     )
 
 
@@ -126,7 +130,7 @@ def build_engine(name: str = "auto", settings: Settings | None = None) -> Engine
     if name == "auto":
         name = resolve_engine_name(settings)
     if name == "classical":
-        return build_classical()
+        return build_classical(refine_config(settings, "classical"))
     if name == "sam-xmem":
         return build_sam_xmem(settings)
     raise EngineError(f"unknown engine {name!r}; expected auto, classical or sam-xmem")

@@ -29,14 +29,28 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 log = logging.getLogger(__name__)
 
-ACTIVE = ("queued", "running")
+
+class JobStatus(StrEnum):
+    """A job's life: queued → running → one of the final states."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    SUPERSEDED = "superseded"
+
+
+ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
+FINAL = (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.SUPERSEDED)
 PROCESS_ID = uuid.uuid4().hex  # distinguishes this process from an earlier one with the same pid
-FINAL = ("done", "failed", "cancelled", "superseded")
+P = TypeVar("P")  # what the submitter hands the runner in this process (lost on a crash)
 
 
 @dataclass
@@ -50,6 +64,7 @@ class JobSpec:
     prompts: dict[str, Any]  # PromptSet as JSON (see backend.prompts.prompts_to_json)
     answer_labels: list[str]
     model_version: str
+    session: dict[str, Any] | None = None  # the session key and prompts, to resume from
 
 
 @dataclass
@@ -57,7 +72,7 @@ class JobState:
     id: str
     task_id: int | None
     key: str
-    status: str = "queued"
+    status: JobStatus = JobStatus.QUEUED
     frames_done: int = 0
     frames_total: int = 0
     eta_s: float | None = None
@@ -69,8 +84,12 @@ class JobState:
     pid: int = field(default_factory=os.getpid)
     owner: str = ""  # PROCESS_ID of the process running it (pids get reused in containers)
 
+    def __post_init__(self) -> None:
+        self.status = JobStatus(self.status)  # a plain string when read back from the store
+
     def public(self) -> dict[str, Any]:
         d = asdict(self)
+        d["status"] = str(self.status)
         d.pop("pid")
         d.pop("owner")
         d["progress"] = round(self.frames_done / self.frames_total, 4) if self.frames_total else 0.0
@@ -104,7 +123,7 @@ class JobStore:
                     state.id,
                     state.task_id,
                     state.key,
-                    state.status,
+                    state.status.value,
                     json.dumps(asdict(state)),
                     json.dumps(asdict(spec)),
                     state.created_at,
@@ -116,7 +135,7 @@ class JobStore:
         with self._lock, self._conn() as c:
             c.execute(
                 "UPDATE jobs SET status=?, state=? WHERE id=?",
-                (state.status, json.dumps(asdict(state)), state.id),
+                (state.status.value, json.dumps(asdict(state)), state.id),
             )
 
     def get(self, job_id: str) -> tuple[JobState, JobSpec] | None:
@@ -140,38 +159,32 @@ class JobStore:
     def active(self) -> list[tuple[JobState, JobSpec]]:
         with self._conn() as c:
             rows = c.execute(
-                "SELECT state, spec FROM jobs WHERE status IN (?,?) ORDER BY created_at", ACTIVE
+                "SELECT state, spec FROM jobs WHERE status IN (?,?) ORDER BY created_at",
+                tuple(s.value for s in ACTIVE),
             ).fetchall()
         return [(JobState(**json.loads(a)), JobSpec(**json.loads(b))) for a, b in rows]
 
 
-class Job:
-    """A live job in this process: its state plus what the running thread produced."""
+class Job(Generic[P]):
+    """A live job in this process: its durable state and spec, the runner's ``payload``
+    (handed over by the submitter; None for a job resumed after a crash) and its result."""
 
-    def __init__(self, state: JobState, spec: JobSpec):
+    def __init__(self, state: JobState, spec: JobSpec, payload: P | None = None):
         self.state = state
         self.spec = spec
+        self.payload = payload
         self.cancel = threading.Event()
         self.finished = threading.Event()
         self.lock = threading.Lock()
-        self.regions: list[dict[str, Any]] = []  # LS results of the frames done so far
-        self.keyframe_regions: list[dict[str, Any]] = []  # keyframes not yet reached
-        self.scores: list[float] = []
         self.prediction: dict[str, Any] | None = None
-        self.keyframes: Any = None  # precomputed keyframe masks handed over by the request
         self.exception: BaseException | None = None  # why it failed, re-raised to the requester
-        self.frames: dict[int, tuple[list, list]] = {}  # frame → (regions, scores) done
-        self.start_frame: int | None = None  # a correction restarts here (runtime only)
-        self.reused: dict[int, tuple[list, list]] | None = None  # frames kept from the last run
-        self.signature: dict | None = None  # the prompts it answers, for later corrections
-        self.objects: list | None = None  # pixel prompts prepared by the request (runtime only)
 
 
 Runner = Callable[[Job, Callable[[], None]], dict[str, Any]]
 Writer = Callable[[JobSpec, dict[str, Any]], int | None]
 
 
-class JobManager:
+class JobManager(Generic[P]):
     """Runs jobs on a small thread pool; deduplicates, supersedes and resumes them."""
 
     def __init__(
@@ -192,7 +205,7 @@ class JobManager:
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ submission
-    def submit(self, spec: JobSpec, *, keyframes: Any = None) -> Job:
+    def submit(self, spec: JobSpec, payload: P | None = None) -> Job[P]:
         """Start ``spec`` unless the same job is already active; supersede older jobs of the task."""
         with self._lock:
             for job in self._jobs.values():
@@ -202,12 +215,13 @@ class JobManager:
                 same_task = spec.task_id is not None and job.state.task_id == spec.task_id
                 if same_task and job.state.status in ACTIVE:
                     job.cancel.set()
-                    self._finish(job, "superseded", "a newer request for this task replaced it")
+                    self._finish(
+                        job, JobStatus.SUPERSEDED, "a newer request for this task replaced it"
+                    )
             state = JobState(
                 id=uuid.uuid4().hex[:12], task_id=spec.task_id, key=spec.key, owner=PROCESS_ID
             )
-            job = Job(state, spec)
-            job.keyframes = keyframes
+            job = Job(state, spec, payload)
             self._jobs[job.state.id] = job
             self.store.add(job.state, spec)
             self._prune()
@@ -226,7 +240,7 @@ class JobManager:
             state.error = f"resumed after an interrupted run (was pid {state.pid})"
             state.pid = os.getpid()
             state.owner = PROCESS_ID
-            state.status = "queued"
+            state.status = JobStatus.QUEUED
             state.deliver_to_ls = True  # whoever asked got a partial answer
             with self._lock:
                 self._jobs[state.id] = job
@@ -252,7 +266,8 @@ class JobManager:
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for job in list(self._jobs.values()):
-            out[job.state.status] = out.get(job.state.status, 0) + 1
+            status = job.state.status.value
+            out[status] = out.get(status, 0) + 1
         return out
 
     # ------------------------------------------------------------------ execution
@@ -260,7 +275,7 @@ class JobManager:
         if job.cancel.is_set():
             job.finished.set()
             return
-        job.state.status = "running"
+        job.state.status = JobStatus.RUNNING
         job.state.pid = os.getpid()
         job.state.owner = PROCESS_ID
         self.store.save(job.state)
@@ -291,7 +306,9 @@ class JobManager:
             prediction = self.runner(job, progress)
         except Exception as exc:  # a job failure must never take the worker down
             if job.cancel.is_set():
-                self._finish(job, job.state.status if job.state.status in FINAL else "cancelled")
+                self._finish(
+                    job, job.state.status if job.state.status in FINAL else JobStatus.CANCELLED
+                )
             else:
                 job.exception = exc
                 log.warning(
@@ -301,11 +318,13 @@ class JobManager:
                     exc,
                     exc_info=not isinstance(exc, ValueError),  # bad input needs no traceback
                 )
-                self._finish(job, "failed", f"{type(exc).__name__}: {exc}")
+                self._finish(job, JobStatus.FAILED, f"{type(exc).__name__}: {exc}")
             return
         with job.lock:
             if job.cancel.is_set():
-                self._finish(job, job.state.status if job.state.status in FINAL else "cancelled")
+                self._finish(
+                    job, job.state.status if job.state.status in FINAL else JobStatus.CANCELLED
+                )
                 return
             job.prediction = prediction
             deliver = job.state.deliver_to_ls
@@ -314,24 +333,24 @@ class JobManager:
                 job.state.ls_prediction_id = self.writer(job.spec, prediction)
             except Exception as exc:
                 log.exception("job %s: writing the prediction to Label Studio failed", job.state.id)
-                self._finish(job, "failed", f"writing to Label Studio failed: {exc}")
+                self._finish(job, JobStatus.FAILED, f"writing to Label Studio failed: {exc}")
                 return
         if self.on_done is not None:  # before anyone waiting is woken up: no race on the cache
             self.on_done(job)
-        self._finish(job, "done")
+        self._finish(job, JobStatus.DONE)
 
-    def _finish(self, job: Job, status: str, error: str | None = None) -> None:
+    def _finish(self, job: Job, status: JobStatus, error: str | None = None) -> None:
         job.state.status = status
         if error:
             job.state.error = error
-        job.state.eta_s = 0.0 if status == "done" else job.state.eta_s
+        job.state.eta_s = 0.0 if status is JobStatus.DONE else job.state.eta_s
         self.store.save(job.state)
         job.finished.set()
         log.info(
             "job %s (task %s): %s, %d/%d frames%s",
             job.state.id,
             job.state.task_id,
-            status,
+            status.value,
             job.state.frames_done,
             job.state.frames_total,
             f" ({error})" if error else "",

@@ -51,76 +51,6 @@ def _clicks_to_arrays(clicks: list[Click]) -> tuple[np.ndarray, np.ndarray]:
     return pts, lab
 
 
-PriorStore = dict[tuple, tuple[Hashable, object]]
-ClickSignature = dict[str, dict[int, tuple]]  # label → frame → clicks on that frame
-
-
-def correction_start(previous: ClickSignature, current: ClickSignature) -> int | None:
-    """The frame from which a correction must be propagated, or None for a full run.
-
-    A correction is the common case of scrubbing forward and fixing one frame:
-    the same objects, every earlier keyframe unchanged, and new or changed
-    clicks on one frame ``k`` at or after all keyframes. Frames before ``k`` are
-    then unaffected by the forward pass and need not be recomputed; the
-    propagation restarts at ``k`` from the corrected masks (as Track-Anything's
-    own correction does, without re-tracking the start of the clip).
-    """
-    if not previous or set(previous) != set(current):
-        return None
-    changed: set[int] = set()
-    for label, frames in current.items():
-        old = previous[label]
-        if not set(old) <= set(frames):
-            return None  # a keyframe was removed
-        changed |= {k for k, sig in frames.items() if old.get(k) != sig}
-    if len(changed) != 1:
-        return None
-    (k,) = changed
-    latest = max(f for frames in (*previous.values(), *current.values()) for f in frames)
-    return k if k == latest and k > 0 else None
-
-
-def sticky_prior(store: PriorStore, key: tuple, signature: Hashable, shown: Callable[[], object]):
-    """The prior of a clicked frame: kept while the frame's clicks stay the same, renewed from
-    what was shown there when they change.
-
-    So re-sending the same clicks gives the same masks (no drift), and a new
-    click on a frame refines the mask the annotator saw there.
-    """
-    held = store.get(key)
-    if held is not None and held[0] == signature:
-        return held[1]
-    prior = shown()
-    store[key] = (signature, prior)
-    return prior
-
-
-def apply_correction_priors(
-    objects: list[ObjectPrompt],
-    shown: Callable[[int, int], np.ndarray | None],
-    store: PriorStore,
-) -> list[ObjectPrompt]:
-    """Make clicks on a frame correct the mask the annotator saw there.
-
-    For every frame with clicks and no painted mask, the mask shown there when
-    its clicks last changed (``shown(obj_id, frame)`` at that time, kept in
-    ``store``) becomes the segmenter's prior: a correction click on a
-    propagated frame edits that mask instead of starting from scratch, as SAM 2
-    does with its previous mask logits.
-    """
-    for obj in objects:
-        for k, clicks in obj.clicks.items():
-            if k in obj.masks:
-                continue
-            signature = tuple((round(c.x, 2), round(c.y, 2), c.positive) for c in clicks)
-            prior = sticky_prior(
-                store, (obj.obj_id, k), signature, lambda o=obj.obj_id, f=k: shown(o, f)
-            )
-            if prior is not None and prior.any():
-                obj.masks[k] = prior.astype(bool)
-    return objects
-
-
 def _pixel(click: Click, shape: tuple[int, ...]) -> tuple[int, int]:
     return (
         min(max(int(click.y), 0), shape[0] - 1),
@@ -301,6 +231,7 @@ def segment_video(
     keyframes: dict[int, dict[int, Keyframe]] | None = None,
     refine: RefineConfig | None = None,
     backward: bool = True,
+    stop: int | None = None,
     appearance: dict[int, dict[int, np.ndarray]] | None = None,
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
@@ -308,10 +239,11 @@ def segment_video(
     """Masks for every frame of ``frames`` and every object (see module docstring).
 
     ``keyframes`` (from :func:`segment_keyframes`) skips step 1 when the
-    caller already has them. ``refine`` enables TAM's refinement of poor
-    propagated frames (see :mod:`backend.refine`; off by default).
-    ``backward=False`` only propagates forward from the earliest keyframe
-    (a correction restarted at its frame); ``appearance`` (``{frame: {obj_id: mask}}``, frames
+    caller already has them. ``refine`` overrides the engine's policy for TAM's
+    refinement of poor propagated frames (see :mod:`backend.refine`).
+    ``backward=False`` only propagates forward from the earliest keyframe, up to
+    ``stop`` (inclusive; default the last frame) — a correction re-propagated
+    from its frame; ``appearance`` (``{frame: {obj_id: mask}}``, frames
     before that restart) gives each object's first-keyframe mask, which a tracker may learn the
     object's looks from without propagating it. ``progress(done, total)`` is called after each
     finished frame; ``should_stop()`` is polled between frames and raises
@@ -319,6 +251,8 @@ def segment_video(
     """
     total = len(frames)
     objects = [o for o in objects if o.keyframes]
+    if stop is not None and not (backward is False and 0 <= stop < total):
+        raise ValueError(f"stop={stop} needs backward=False and a frame in 0..{total - 1}")
     if total == 0 or not objects:
         return
     for obj in objects:
@@ -331,6 +265,8 @@ def segment_video(
     kf_scores = {(k, oid): kf.score for k, d in keyframes.items() for oid, kf in d.items()}
     anchor_fwd = min(first.values())
     anchor_bwd = max(first.values())
+    last = total - 1 if stop is None else stop
+    expected = total if backward else last - anchor_fwd + 1  # frames this call yields
 
     done = 0
 
@@ -338,7 +274,7 @@ def segment_video(
         nonlocal done
         done += 1
         if progress is not None:
-            progress(done, total)
+            progress(done, expected)
         if should_stop is not None and should_stop():
             raise Cancelled("stopped")
 
@@ -348,7 +284,7 @@ def segment_video(
                 scores[oid] = kf_scores[(index, oid)]
         return FramePrediction(index=index, masks=masks, scores=scores)
 
-    refine = refine or RefineConfig()
+    refine = refine or engine.refine
     budget = _Budget(refine.max_frames)
     score_bwd = _Scorer(engine, frames, refine, keyframes, cache_key, budget)
     score_fwd = _Scorer(engine, frames, refine, keyframes, cache_key, budget)
@@ -375,7 +311,7 @@ def segment_video(
                     continue
                 yield finish(tf.index, masks, scores)
                 tick()
-        for tf in session.propagate(anchor_fwd):
+        for tf in session.propagate(anchor_fwd, stop=None if backward else stop):
             masks, scores = score_fwd(tf)
             masks = {o: m for o, m in masks.items() if tf.index >= first[o]}
             scores = {o: s for o, s in scores.items() if tf.index >= first[o]}

@@ -5,8 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 from backend.config import Settings
-from backend.pipeline import apply_correction_priors
-from backend.types import Click, ObjectPrompt
 from model import TrackAnythingModel
 from tests.conftest import load_fixture, write_frames
 from tests.fakes import fake_engine
@@ -81,12 +79,16 @@ def test_correction_click_refines_the_shown_mask_and_keeps_earlier_frames(tmp_pa
     np.testing.assert_array_equal(session.added[1][2], shown0)
 
 
-def test_a_correction_before_the_last_keyframe_runs_in_full(tmp_path):
+def test_a_correction_between_keyframes_reaches_the_next_keyframe_only(tmp_path):
     model, urls, priors = make(tmp_path)
-    model.predict(request(urls, kp(30, 50, 0), kp(60, 50, 4)))
+    first = model.predict(request(urls, kp(30, 50, 0), kp(60, 50, 4)))["results"][0]
     n = len(priors)
-    model.predict(request(urls, kp(30, 50, 0), kp(65, 50, 2), kp(60, 50, 4)))
-    assert len(priors) - n == 3, "every keyframe segmented again"
+    second = model.predict(request(urls, kp(30, 50, 0), kp(15, 50, 2), kp(60, 50, 4)))
+    assert len(priors) - n == 1, "only the corrected frame is segmented"
+    before = {r["item_index"]: r["value"]["rle"] for r in first["result"]}
+    after = {r["item_index"]: r["value"]["rle"] for r in second["results"][0]["result"]}
+    assert sorted(after) == list(range(6))
+    assert [f for f in range(6) if after[f] != before[f]] == [2, 3], "frames 2-3 re-propagated"
 
 
 def test_other_labels_are_tracked_jointly_but_not_returned(tmp_path):
@@ -98,30 +100,36 @@ def test_other_labels_are_tracked_jointly_but_not_returned(tmp_path):
     assert {r["id"] for r in answer["result"]} == {f"tam-o2-f{i}" for i in range(6)}
 
 
-def test_apply_correction_priors_only_fills_clicked_frames_without_masks():
-    painted = np.ones((4, 4), bool)
-    obj = ObjectPrompt(1, "A", clicks={0: [Click(1, 1)], 2: [Click(2, 2)]}, masks={2: painted})
-    shown = {0: np.eye(4, dtype=bool), 1: np.ones((4, 4), bool)}
-    store: dict = {}
-    apply_correction_priors([obj], lambda oid, k: shown.get(k), store)
-    assert set(obj.masks) == {0, 2}
-    assert obj.masks[2] is painted and (obj.masks[0] == np.eye(4, dtype=bool)).all()
-    # same clicks later: the same prior, whatever is shown now (no drift)
-    again = ObjectPrompt(1, "A", clicks={0: [Click(1, 1)]})
-    apply_correction_priors([again], lambda oid, k: np.zeros((4, 4), bool), store)
-    assert (again.masks[0] == np.eye(4, dtype=bool)).all()
-    # a changed click on that frame takes what is shown now
-    changed = ObjectPrompt(1, "A", clicks={0: [Click(1, 1), Click(3, 3)]})
-    apply_correction_priors([changed], lambda oid, k: shown[1], store)
-    assert changed.masks[0].all()
-
-
 def test_identical_request_reuses_the_first_answer(tmp_path):
     model, urls, priors = make(tmp_path)
     body = request(urls, kp(30, 50, 0))
     first = model.predict(body)["results"][0]
+    runs = len(model.engine.tracker.sessions)
     assert model.predict(body)["results"][0] == first
-    assert len(priors) == 1, "answered from the cache: the segmenter ran once"
+    assert len(priors) == 1, "answered from the session: the segmenter ran once"
+    assert len(model.engine.tracker.sessions) == runs, "and nothing was propagated again"
+
+
+def test_a_task_with_other_frames_gets_a_fresh_session(tmp_path):
+    model, urls, priors = make(tmp_path)
+    model.predict(request(urls, kp(30, 50, 0)))
+    other = write_frames(tmp_path / "media", "g", 6)
+    answer = model.predict(request(other, kp(70, 50, 0)))["results"][0]
+    assert priors[-1] is None, "no prior from the other clip's masks"
+    assert len(answer["result"]) == 6
+    assert len(model.sessions) == 1, "the old clip's session is dropped"
+
+
+def test_two_instances_with_equal_task_ids_do_not_share_state(tmp_path):
+    model, urls, priors = make(tmp_path)
+    body_a = request(urls, kp(30, 50, 0, "A"))
+    body_a["tasks"][0]["created_at"] = "2026-11-01T10:00:00Z"
+    model.predict(body_a)
+    body_b = request(urls, kp(70, 50, 0, "B"))
+    body_b["tasks"][0]["created_at"] = "2026-11-02T09:00:00Z"
+    model.predict(body_b)
+    session = model.engine.tracker.sessions[-1]
+    assert {o for _, o, _ in session.added} == {2}, "instance B does not track A's object"
 
 
 def test_fixture_config_still_answers(tmp_path):

@@ -96,28 +96,20 @@ def test_no_objects_yields_nothing():
     assert run([])[1] == []
 
 
-def test_correction_start():
-    from backend.pipeline import correction_start
-
-    base = {"A": {0: ("c0",)}}
-    assert correction_start(base, {"A": {0: ("c0",), 5: ("c5",)}}) == 5
-    assert correction_start({"A": {0: ("c0",), 5: ("c5",)}}, {"A": {0: ("c0",), 5: ("x",)}}) == 5
-    assert correction_start(base, {"A": {0: ("c0", "c1")}}) is None, "frame 0: full run"
-    assert (
-        correction_start(
-            {"A": {0: ("c0",), 5: ("c5",)}}, {"A": {0: ("c0",), 3: ("c3",), 5: ("c5",)}}
-        )
-        is None
-    )
-    assert correction_start(base, {"A": {0: ("c0",), 5: ("c5",)}, "B": {5: ("b",)}}) is None
-    assert correction_start(base, {"A": {4: ("c4",)}}) is None, "a keyframe was removed"
-    assert correction_start({}, {"A": {0: ("c0",)}}) is None
-
-
 def test_forward_only_pass():
     obj = ObjectPrompt(1, "A", clicks={3: [Click(40, 30)]})
     _, out = run([obj], backward=False)
     assert [fp.index for fp in out] == [3, 4, 5, 6, 7]
+
+
+def test_forward_pass_stops_where_asked():
+    obj = ObjectPrompt(1, "A", clicks={3: [Click(40, 30)]})
+    seen = []
+    _, out = run([obj], backward=False, stop=5, progress=lambda d, t: seen.append((d, t)))
+    assert [fp.index for fp in out] == [3, 4, 5]
+    assert seen[-1] == (3, 3)
+    with pytest.raises(ValueError, match="stop"):
+        run([obj], stop=5)  # a stop needs backward=False
 
 
 def test_respect_clicks_adds_and_removes_only_near_the_clicks():

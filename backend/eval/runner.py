@@ -1,14 +1,22 @@
-"""DAVIS protocol runner: simulated clicks → the server's pipeline → J/F per round.
+"""DAVIS protocol runner: simulated clicks → an interactive session → J/F per round.
 
 Round 1 is the one-click protocol: one positive click per object on the first frame, at
 the ground-truth mask's distance-transform maximum. Each further round adds the clicks of
-:func:`backend.eval.clicks.next_correction` (worst frame by J, one click per wrong object)
-to the prompts and runs the whole video again. Scores use the DAVIS semi-supervised rules of
-:mod:`backend.eval.metrics`. Masks come from ``backend.pipeline.segment_video`` with an
-engine from ``backend.engine.build_engine``: exactly what the server runs.
+:func:`backend.eval.clicks.next_correction` (worst frame by J, one click per wrong object).
+Clicks go to an :class:`Annotator` one object at a time, as Label Studio sends them (all of
+the clicked label's points); what it answers is what the annotator is shown. Scores use the
+DAVIS semi-supervised rules of :mod:`backend.eval.metrics`.
+
+Two annotators, one protocol — what is measured is what is served:
+
+* in-process (default): a :class:`backend.session.InteractiveSession` on an engine from
+  :func:`backend.engine.build_engine`, the same session the server runs;
+* ``--server URL``: a running backend over HTTP, exactly as Label Studio calls it
+  (:mod:`backend.eval.remote`); the server must read frames from the ``--davis`` root
+  (``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT``).
 
 CLI: ``python -m backend eval --davis ROOT [--sequences ...] [--engine ...] [--rounds N]
-[--out DIR] [--json FILE] [--max-frames N]``.
+[--out DIR] [--json FILE] [--max-frames N] [--server URL]``.
 """
 
 from __future__ import annotations
@@ -18,16 +26,17 @@ import json
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from backend.eval.clicks import first_frame_clicks, next_correction
 from backend.eval.davis import (
     DavisError,
+    DavisSequence,
     list_sequences,
     load_sequence,
     read_ground_truth,
@@ -40,9 +49,9 @@ from backend.eval.metrics import (
     object_ids,
     summarize,
 )
-from backend.frames import LazyFrameSource, MediaError, read_image
-from backend.pipeline import apply_correction_priors
-from backend.types import ObjectPrompt
+from backend.frames import FrameSource, LazyFrameSource, MediaError, read_image
+from backend.session import InteractiveSession, SessionKey
+from backend.types import Click
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +79,39 @@ def _build_engine(name: str):
     return build_engine(name)
 
 
-def _segment_video(engine, frames, objects):
-    from backend.pipeline import segment_video
+class Annotator(Protocol):
+    """Where the simulated annotator's clicks go, one object at a time."""
 
-    return segment_video(engine, frames, objects)
+    name: str
+
+    def click(self, obj_id: int, label: str, clicks: dict[int, list[Click]]) -> list[np.ndarray]:
+        """Send every click of one object (as Label Studio does on each click); returns the
+        object's mask on every frame as the annotator is shown it."""
+        ...
+
+
+AnnotatorFactory = Callable[[DavisSequence, FrameSource, int], Annotator]
+
+
+class SessionAnnotator:
+    """The in-process annotator: an :class:`InteractiveSession` per sequence."""
+
+    def __init__(self, engine, name: str, frames: FrameSource):
+        self.engine = engine
+        self.name = engine.name
+        self.frames = frames
+        self.session = InteractiveSession(SessionKey("eval", None, None, name), len(frames))
+
+    def click(self, obj_id: int, label: str, clicks: dict[int, list[Click]]) -> list[np.ndarray]:
+        self.session.set_object(obj_id, label, clicks=clicks)
+        for _ in self.session.run(self.engine, self.frames, answer=[obj_id], cache_key=None):
+            pass
+        shape = self.frames[0].shape[:2]
+        out = []
+        for f in range(len(self.frames)):
+            mask = self.session.shown(obj_id, f)
+            out.append(np.zeros(shape, bool) if mask is None else mask)
+        return out
 
 
 def label_map(masks: dict[int, np.ndarray], shape: tuple[int, int]) -> np.ndarray:
@@ -87,25 +125,22 @@ def label_map(masks: dict[int, np.ndarray], shape: tuple[int, int]) -> np.ndarra
     return out
 
 
-def predict_labels(engine, frames, objects: list[ObjectPrompt], shape) -> list[np.ndarray]:
-    """Run the pipeline and return one label map per frame (missing frames stay empty)."""
-    maps: list[np.ndarray | None] = [None] * len(frames)
-    for fp in _segment_video(engine, frames, objects):
-        maps[fp.index] = label_map(fp.masks, shape)
-    missing = [i for i, m in enumerate(maps) if m is None]
-    if missing:
-        log.warning(
-            "pipeline returned no prediction for %d frames, e.g. %s", len(missing), missing[:3]
-        )
-    return [m if m is not None else np.zeros(shape, np.uint8) for m in maps]
+def _count_clicks(clicks: dict[int, dict[int, list[Click]]]) -> int:
+    return sum(len(c) for frames in clicks.values() for c in frames.values())
 
 
-def _count_clicks(objects: list[ObjectPrompt]) -> int:
-    return sum(len(c) for o in objects for c in o.clicks.values())
+def object_label(obj_id: int) -> str:
+    return f"object {obj_id}"
 
 
 def run_sequence(
-    engine, root: Path, name: str, *, rounds: int, max_frames: int | None, config: EvalConfig
+    annotator_factory: AnnotatorFactory,
+    root: Path,
+    name: str,
+    *,
+    rounds: int,
+    max_frames: int | None,
+    config: EvalConfig,
 ) -> tuple[SequenceRun, list[np.ndarray], list[str]]:
     """All rounds on one sequence; returns the run, the last round's label maps, frame stems."""
     seq = load_sequence(root, name, max_frames)
@@ -116,18 +151,20 @@ def run_sequence(
     if first.shape[:2] != shape:
         raise DavisError(f"{name}: frames are {first.shape[:2]} but annotations {shape}")
     ids = object_ids(gt[0])
-    objects = [
-        ObjectPrompt(obj_id=oid, label=f"object {oid}", clicks={0: [click]})
-        for oid, click in first_frame_clicks(gt[0], ids).items()
-    ]
+    annotator = annotator_factory(seq, frames, max(ids, default=0))
+    clicks: dict[int, dict[int, list[Click]]] = {}
+    shown: dict[int, list[np.ndarray]] = {}
+    todo = {oid: (0, c) for oid, c in first_frame_clicks(gt[0], ids).items()}
     run = SequenceRun(name=name, n_frames=len(seq))
     preds: list[np.ndarray] = []
-    priors: dict = {}
     for r in range(1, rounds + 1):
         t0 = time.perf_counter()
-        preds = predict_labels(engine, frames, objects, shape)
+        for oid, (frame, click) in sorted(todo.items()):
+            clicks.setdefault(oid, {}).setdefault(frame, []).append(click)
+            shown[oid] = annotator.click(oid, object_label(oid), clicks[oid])
         run.seconds.append(time.perf_counter() - t0)
-        run.clicks.append(_count_clicks(objects))
+        preds = [label_map({oid: m[f] for oid, m in shown.items()}, shape) for f in range(len(seq))]
+        run.clicks.append(_count_clicks(clicks))
         res = evaluate_sequence(gt, preds, name=name, config=config, obj_ids=ids)
         run.results.append(res)
         log.info(
@@ -137,19 +174,9 @@ def run_sequence(
         if r == rounds:
             break
         corr = next_correction(gt, preds, ids)
+        todo = {} if corr is None else {o: (corr.frame, c) for o, c in corr.clicks.items()}
         if corr is None:
             log.info("%s: prediction exact after round %d; later rounds repeat it", name, r)
-            continue
-        by_id = {o.obj_id: o for o in objects}
-        for oid, click in corr.clicks.items():
-            if oid not in by_id:  # object absent from frame 0: its first click comes now
-                by_id[oid] = ObjectPrompt(obj_id=oid, label=f"object {oid}")
-                objects.append(by_id[oid])
-            by_id[oid].clicks.setdefault(corr.frame, []).append(click)
-        # as in the server: clicks on a frame correct the mask shown there when they were made
-        for obj in objects:
-            obj.masks.clear()
-        apply_correction_priors(objects, lambda oid, k, shown=preds: shown[k] == oid, priors)
     return run, preds, [p.stem for p in seq.annotations]
 
 
@@ -176,7 +203,8 @@ def run_davis(
 ) -> dict:
     """Run the protocol on DAVIS sequences and return the report (fractions 0..1).
 
-    ``engine`` is an engine name for ``build_engine`` or an already built engine.
+    ``engine`` is an engine name for ``build_engine``, an already built engine, or an
+    :data:`AnnotatorFactory` (e.g. :func:`backend.eval.remote.ServerAnnotators`).
     """
     config = config or EvalConfig()
     if rounds < 1:
@@ -185,19 +213,27 @@ def run_davis(
     names = list(sequences) if sequences else list_sequences(root)
     if not names:
         raise DavisError(f"{root}: no sequences")
-    eng = _build_engine(engine) if isinstance(engine, str) else engine
-    log.info("evaluating %d sequences, engine %s, %d round(s)", len(names), eng.name, rounds)
+    if callable(engine) and not hasattr(engine, "tracker"):
+        factory, engine_name = engine, getattr(engine, "name", "remote")
+    else:
+        eng = _build_engine(engine) if isinstance(engine, str) else engine
+        engine_name = eng.name
+
+        def factory(seq, frames, _n):
+            return SessionAnnotator(eng, seq.name, frames)
+
+    log.info("evaluating %d sequences, engine %s, %d round(s)", len(names), engine_name, rounds)
     runs: list[SequenceRun] = []
     for k, name in enumerate(names, 1):
         log.info("[%d/%d] %s", k, len(names), name)
         run, preds, stems = run_sequence(
-            eng, root, name, rounds=rounds, max_frames=max_frames, config=config
+            factory, root, name, rounds=rounds, max_frames=max_frames, config=config
         )
         runs.append(run)
         if out_dir is not None:
             for stem, labels in zip(stems, preds, strict=True):
                 write_index_png(Path(out_dir) / name / f"{stem}.png", labels)
-    report = build_report(runs, engine_name=eng.name, config=config)
+    report = build_report(runs, engine_name=engine_name, config=config)
     if json_path is not None:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps(report, indent=2))
@@ -266,6 +302,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, help="write the report as JSON")
     parser.add_argument("--max-frames", type=int, help="only the first N frames per sequence")
     parser.add_argument(
+        "--server",
+        metavar="URL",
+        help="evaluate a running backend over HTTP, as Label Studio calls it (its "
+        "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT must be the --davis root)",
+    )
+    parser.add_argument(
         "--correct-decay",
         action="store_true",
         help="decay with correct bin indices (default: official, NaN from 256 frames)",
@@ -277,10 +319,15 @@ def main(args: argparse.Namespace) -> int:
     from backend.engine import EngineError
 
     try:
+        engine: Any = args.engine
+        if args.server:
+            from backend.eval.remote import ServerAnnotators
+
+            engine = ServerAnnotators(args.server, args.davis)
         report = run_davis(
             args.davis,
             sequences=args.sequences,
-            engine=args.engine,
+            engine=engine,
             rounds=args.rounds,
             out_dir=args.out,
             json_path=args.json,

@@ -118,6 +118,32 @@ def build_prediction(
     return assemble_prediction(result, scores, model_version=model_version)
 
 
+class PredictionBuilder:
+    """Collects one run's frames as compact regions of the answered objects and builds the
+    prediction — complete, or partial (keyframes stand in for frames not reached yet)."""
+
+    def __init__(self, labels: dict[int, str], schema: ProjectSchema):
+        self.labels = labels
+        self.schema = schema
+        self.done: dict[int, tuple[list, list]] = {}  # frame → (regions, scores)
+        self.keyframes: dict[int, list] = {}  # frame → keyframe regions
+
+    def add(self, fp: FramePrediction) -> None:
+        regions = [compact_region(r) for r in frame_regions(fp, self.labels, self.schema)]
+        self.done[fp.index] = (regions, [s for o, s in fp.scores.items() if o in self.labels])
+
+    def add_keyframe(self, fp: FramePrediction) -> None:
+        self.keyframes[fp.index] = [
+            compact_region(r) for r in frame_regions(fp, self.labels, self.schema)
+        ]
+
+    def prediction(self, model_version: str) -> dict[str, Any]:
+        pending = [r for k, rs in self.keyframes.items() if k not in self.done for r in rs]
+        regions = [r for rs, _ in self.done.values() for r in rs]
+        scores = [s for _, ss in self.done.values() for s in ss]
+        return assemble_prediction(pending + regions, scores, model_version=model_version)
+
+
 def low_quality_frames(regions: Iterable[dict[str, Any]], threshold: float) -> list[int]:
     """Frame indices (``item_index``) of regions scoring below ``threshold``."""
     return sorted({r.get("item_index", 0) for r in regions if r["score"] < threshold})

@@ -7,6 +7,7 @@ from backend.frames import MediaError
 from backend.ls.client import LabelStudioAuthError
 from backend.ls.labelconfig import LabelConfigError
 from backend.ls.prompts import PromptError
+from backend.ls.tasks import TaskError
 
 
 class RequestError(ValueError):
@@ -24,6 +25,7 @@ class BusyError(RuntimeError):
 # Most specific first. Everything else is a 500 with a generic message.
 STATUS_BY_ERROR: tuple[tuple[type[BaseException], int], ...] = (
     (RequestError, 400),
+    (TaskError, 400),
     (LabelConfigError, 422),
     (PromptError, 422),
     (MediaError, 422),

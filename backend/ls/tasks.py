@@ -1,0 +1,97 @@
+"""Label Studio tasks → what a session needs: frame URLs, its identity, its prompts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from backend.ls import rle
+from backend.ls.labelconfig import ProjectSchema
+from backend.ls.prompts import PromptSet, parse_context, to_object_prompts
+from backend.session import InteractiveSession, SessionKey, media_fingerprint
+
+
+class TaskError(ValueError):
+    """A task in the request cannot be served; the message names the task and the field."""
+
+
+def frame_urls(task: dict[str, Any], schema: ProjectSchema, max_frames: int) -> list[str]:
+    """The task's frame URLs (an image-sequence task's list, or one image)."""
+    tid = task.get("id")
+    data = task.get("data")
+    if not isinstance(data, dict):
+        raise TaskError(f"task {tid}: no 'data' object")
+    value = data.get(schema.frames_key)
+    if value is None:
+        raise TaskError(
+            f"task {tid}: data has no {schema.frames_key!r} "
+            f"(the labeling config reads ${schema.frames_key})"
+        )
+    urls = value if isinstance(value, list) else [value]
+    if not urls:
+        raise TaskError(f"task {tid}: {schema.frames_key!r} is an empty list")
+    if not all(isinstance(u, str) and u.strip() for u in urls):
+        raise TaskError(f"task {tid}: every item of {schema.frames_key!r} must be a URL string")
+    if len(urls) > max_frames:
+        raise TaskError(
+            f"task {tid}: {len(urls)} frames exceed MAX_FRAMES={max_frames}; "
+            "split the video into shorter tasks"
+        )
+    return urls
+
+
+def task_id(task: dict[str, Any]) -> int | None:
+    tid = task.get("id")
+    return tid if isinstance(tid, int) and not isinstance(tid, bool) else None
+
+
+def session_key(task: dict[str, Any], urls: list[str], *, mode: str) -> SessionKey:
+    """Identity of a task's session: where it comes from, its project and id, its frames.
+
+    Two Label Studio instances can share task ids but never a task's creation time, so
+    ``created_at`` (with ``mode``: interactive clicks and batch annotations are kept
+    apart) tells them apart; a task whose frame list changed gets another key.
+    """
+    project = task.get("project")
+    return SessionKey(
+        origin=f"{mode}:{str(task.get('created_at') or '')[:64]}",
+        project=project if isinstance(project, int) else None,
+        task=task_id(task),
+        media=media_fingerprint(urls),
+    )
+
+
+def annotation_prompts(task: dict[str, Any], schema: ProjectSchema, num_frames: int) -> PromptSet:
+    """Keyframes for batch predict: the newest annotation's keypoints and brush masks."""
+    annotations = [a for a in task.get("annotations") or [] if isinstance(a, dict)]
+    annotations = [a for a in annotations if not a.get("was_cancelled")]
+    if not annotations:
+        return PromptSet()
+    newest = max(annotations, key=lambda a: str(a.get("updated_at") or a.get("id") or ""))
+    return parse_context({"result": newest.get("result") or []}, schema, num_frames)
+
+
+def apply_prompts(
+    session: InteractiveSession,
+    prompts: PromptSet,
+    schema: ProjectSchema,
+    frame_size: tuple[int, int],
+    *,
+    replace_all: bool = False,
+) -> list[int]:
+    """Give the session every label's prompts from ``prompts`` (relative → pixels, brush RLE →
+    masks at ``frame_size`` (W, H)); returns their object ids. Labels not in ``prompts`` keep
+    their earlier prompts (Label Studio sends only the clicked label's points) unless
+    ``replace_all``."""
+
+    def decode(data, height, width) -> np.ndarray:
+        return rle.decode(data, height, width)
+
+    objects = to_object_prompts(prompts, schema, frame_size, decode)
+    if replace_all:
+        for oid in set(session.labels) - {o.obj_id for o in objects}:
+            session.remove_object(oid)
+    for obj in objects:
+        session.set_object(obj.obj_id, obj.label, clicks=obj.clicks, masks=obj.masks)
+    return [o.obj_id for o in objects]

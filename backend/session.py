@@ -1,0 +1,664 @@
+"""The interactive session: one task's prompts, what the annotator was shown, and what to
+recompute after a click.
+
+Modelled on SAM 2's video predictor (a session per video, prompts on any frame,
+propagation as a generator) with Cutie-style stable object ids. It works on
+pixel prompts and masks only; Label Studio JSON never reaches it::
+
+    session = InteractiveSession(key, num_frames=len(frames))
+    session.add_click(obj_id=1, frame=0, click=Click(x, y), label="car")
+    for fp in session.run(engine, frames):        # FramePrediction per changed frame
+        ...
+    session.add_click(1, 40, Click(x2, y2, positive=False))   # a correction
+    session.plan()      # RunPlan(FORWARD, start=40, stop=last frame)
+    session.shown(1, 41)                           # the mask shown on frame 41
+
+What is recomputed after a change (:func:`plan_run`):
+
+* nothing, when the prompts equal those of the last complete run;
+* **forward** from frame ``k`` up to the changed object's next keyframe (exclusive), when
+  only frame ``k`` changed and ``k`` comes after the first keyframe of every changed
+  object (a correction): frames outside that range are reused, the corrected frame keeps
+  the clicked result, and the tracker restarts at ``k`` from the corrected masks (other
+  objects from the last run's masks there) with each object's first keyframe to learn
+  its looks from;
+* everything otherwise (first click, a new object, a removed keyframe, a change on an
+  object's first keyframe, changes on several frames).
+
+A click on a frame corrects the mask shown there: when a frame's prompts change, the
+mask shown on that frame becomes the segmenter's prior (a painted mask on the frame takes
+its place), and stays its prior while the frame's prompts stay the same — re-sending the
+same clicks gives the same masks. Keyframe masks are kept per (object, frame) and
+recomputed only when that frame's prompts change.
+
+Masks are held as :class:`~backend.masks.CompactMask` (run lengths); :attr:`nbytes`
+is what a :class:`SessionStore` budget counts.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import numpy as np
+
+from backend.engine import Engine
+from backend.frames import FrameSource
+from backend.masks import CompactMask
+from backend.pipeline import Keyframe, segment_keyframes, segment_video
+from backend.types import Click, FramePrediction, ObjectPrompt
+
+log = logging.getLogger(__name__)
+
+Signature = dict[int, dict[int, tuple]]  # obj_id → frame → digest of that frame's prompts
+
+
+# --------------------------------------------------------------------------- identity
+
+
+@dataclass(frozen=True)
+class SessionKey:
+    """What a task *is*: two requests share a session only when all four agree.
+
+    ``origin`` tells Label Studio instances apart (the adapter uses the task's creation
+    time, which two instances never share); ``media`` is a fingerprint of the frame
+    list or media URL, so a task whose frames changed gets a fresh session.
+    """
+
+    origin: str
+    project: int | None
+    task: int | None
+    media: str
+
+    @property
+    def task_key(self) -> tuple:
+        """The task regardless of its media (to drop sessions of its old frames)."""
+        return (self.origin, self.project, self.task)
+
+
+def media_fingerprint(items: Sequence[str]) -> str:
+    """A short stable digest of a frame URL list (or one media URL)."""
+    h = hashlib.sha1()
+    for item in items:
+        h.update(item.encode("utf-8", "surrogatepass"))
+        h.update(b"\0")
+    return f"{len(items)}:{h.hexdigest()[:16]}"
+
+
+# --------------------------------------------------------------------------- planning
+
+
+class PlanKind(Enum):
+    NONE = "none"  # prompts unchanged: the last run answers
+    FULL = "full"  # every frame, backward and forward
+    FORWARD = "forward"  # frames start..stop, forward from a correction
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Which frames a run recomputes; the others come from the last run."""
+
+    kind: PlanKind
+    start: int = 0
+    stop: int = -1  # inclusive
+    reason: str = ""
+
+    def covers(self, frame: int) -> bool:
+        return self.kind is not PlanKind.NONE and self.start <= frame <= self.stop
+
+    @property
+    def frames(self) -> range:
+        return range(self.start, self.stop + 1) if self.kind is not PlanKind.NONE else range(0)
+
+
+def plan_run(previous: Signature | None, current: Signature, num_frames: int) -> RunPlan:
+    """What to recompute when the prompts go from ``previous`` (the last complete run's,
+    or None) to ``current`` (see the module docstring)."""
+    full = RunPlan(PlanKind.FULL, 0, num_frames - 1)
+    if previous is None:
+        return RunPlan(PlanKind.FULL, 0, num_frames - 1, "first run")
+    if set(previous) != set(current):
+        return RunPlan(PlanKind.FULL, 0, num_frames - 1, "objects added or removed")
+    changed: dict[int, set[int]] = {}  # frame → objects whose prompts changed there
+    for oid, frames in current.items():
+        old = previous[oid]
+        if not set(old) <= set(frames):
+            return RunPlan(PlanKind.FULL, 0, num_frames - 1, f"object {oid}: keyframe removed")
+        for k, sig in frames.items():
+            if old.get(k) != sig:
+                changed.setdefault(k, set()).add(oid)
+    if not changed:
+        return RunPlan(PlanKind.NONE, reason="prompts unchanged")
+    if len(changed) > 1:
+        return RunPlan(full.kind, full.start, full.stop, "prompts changed on several frames")
+    ((k, oids),) = changed.items()
+    firsts = {oid: min(frames) for oid, frames in current.items()}
+    if any(firsts[o] >= k for o in oids):
+        return RunPlan(full.kind, full.start, full.stop, f"first keyframe changed (frame {k})")
+    if any(f > k for f in firsts.values()):
+        return RunPlan(full.kind, full.start, full.stop, "an object starts after the correction")
+    stop = num_frames - 1
+    for oid in oids:
+        later = [f for f in current[oid] if f > k]
+        if later:
+            stop = min(stop, min(later) - 1)
+    return RunPlan(PlanKind.FORWARD, k, stop, f"correction on frame {k}")
+
+
+# --------------------------------------------------------------------------- state
+
+
+@dataclass
+class _Object:
+    obj_id: int
+    label: str
+    clicks: dict[int, tuple[Click, ...]] = field(default_factory=dict)
+    painted: dict[int, CompactMask] = field(default_factory=dict)
+
+    @property
+    def keyframes(self) -> list[int]:
+        return sorted(set(self.clicks) | set(self.painted))
+
+    def signature(self) -> dict[int, tuple]:
+        out: dict[int, tuple] = {}
+        for k in self.keyframes:
+            clicks = tuple(
+                (round(c.x, 3), round(c.y, 3), c.positive) for c in self.clicks.get(k, ())
+            )
+            painted = self.painted.get(k)
+            digest = None if painted is None else hashlib.sha1(painted.runs).hexdigest()[:16]
+            out[k] = (clicks, digest)
+        return out
+
+
+@dataclass
+class _KeyframeRecord:
+    """A keyframe's segmentation, valid while its prompts keep ``signature``."""
+
+    signature: tuple
+    prior: CompactMask | None  # the painted mask, or the mask shown when the prompts changed
+    mask: CompactMask | None = None
+    score: float = 0.0
+
+
+FrameMasks = dict[int, tuple[CompactMask, float]]  # obj_id → (mask, score) on one frame
+
+
+@dataclass
+class Run:
+    """A finished propagation: every frame's masks and scores, for the prompts it answered."""
+
+    signature: Signature
+    labels: dict[int, str]
+    frames: dict[int, FrameMasks]
+
+    def mask(self, obj_id: int, frame: int) -> CompactMask | None:
+        entry = self.frames.get(frame, {}).get(obj_id)
+        return None if entry is None else entry[0]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(m.nbytes for fm in self.frames.values() for m, _ in fm.values())
+
+
+@dataclass
+class Prepared:
+    """A planned run with its keyframes segmented, ready to :meth:`InteractiveSession.propagate`."""
+
+    plan: RunPlan
+    signature: Signature
+    labels: dict[int, str]
+    answer: frozenset[int]
+    base: Run | None  # the run whose frames outside the plan are reused
+    objects: list[ObjectPrompt] = field(default_factory=list)  # tracker prompts (masks only)
+    keyframes: dict[int, dict[int, Keyframe]] = field(default_factory=dict)
+    appearance: dict[int, dict[int, np.ndarray]] = field(default_factory=dict)
+
+    def reused(self, obj_ids: Iterable[int] | None = None) -> Iterator[FramePrediction]:
+        """Frames kept from the last run (outside the plan), decoded, in frame order."""
+        if self.base is None:
+            return
+        for f in sorted(self.base.frames):
+            if not self.plan.covers(f):
+                yield _decode(f, self.base.frames[f], obj_ids)
+
+    def keyframe_predictions(self) -> Iterator[FramePrediction]:
+        """The keyframe masks this run starts from, one prediction per keyframe."""
+        for k, objs in sorted(self.keyframes.items()):
+            yield FramePrediction(
+                k, {o: kf.mask for o, kf in objs.items()}, {o: kf.score for o, kf in objs.items()}
+            )
+
+
+def _decode(index: int, fm: FrameMasks, obj_ids: Iterable[int] | None) -> FramePrediction:
+    wanted = set(fm) if obj_ids is None else set(obj_ids) & set(fm)
+    return FramePrediction(
+        index=index,
+        masks={o: fm[o][0].decode() for o in sorted(wanted)},
+        scores={o: fm[o][1] for o in sorted(wanted)},
+    )
+
+
+class InteractiveSession:
+    """One task's interactive state (see the module docstring). Thread-safe."""
+
+    def __init__(self, key: SessionKey, num_frames: int):
+        if num_frames < 1:
+            raise ValueError("a session needs at least one frame")
+        self.key = key
+        self.num_frames = num_frames
+        self._objects: dict[int, _Object] = {}
+        self._keyframes: dict[tuple[int, int], _KeyframeRecord] = {}
+        self._last: Run | None = None
+        self._shown: dict[int, Run] = {}  # obj_id → the run whose masks it was last shown
+        self._lock = threading.RLock()
+        self._nbytes = 0
+
+    # ------------------------------------------------------------------ prompts
+    def set_object(
+        self,
+        obj_id: int,
+        label: str,
+        *,
+        clicks: Mapping[int, Sequence[Click]] | None = None,
+        masks: Mapping[int, np.ndarray] | None = None,
+    ) -> None:
+        """Replace every prompt of one object (Label Studio re-sends all of a label's points)."""
+        clicks = {int(k): tuple(v) for k, v in (clicks or {}).items() if v}
+        painted = {
+            int(k): CompactMask.encode(np.asarray(m, bool)) for k, m in (masks or {}).items()
+        }
+        for k in set(clicks) | set(painted):
+            self._check_frame(k)
+        with self._lock:
+            if not clicks and not painted:
+                self._objects.pop(obj_id, None)
+                return
+            self._objects[obj_id] = _Object(obj_id, label, clicks, painted)
+
+    def add_click(self, obj_id: int, frame: int, click: Click, *, label: str | None = None) -> None:
+        """Add one click for an object on a frame (the object is created if new)."""
+        self._check_frame(frame)
+        with self._lock:
+            obj = self._object(obj_id, label)
+            obj.clicks[frame] = (*obj.clicks.get(frame, ()), click)
+
+    def add_mask(
+        self, obj_id: int, frame: int, mask: np.ndarray, *, label: str | None = None
+    ) -> None:
+        """Set a painted mask (``H×W`` bool) for an object on a frame."""
+        self._check_frame(frame)
+        with self._lock:
+            self._object(obj_id, label).painted[frame] = CompactMask.encode(np.asarray(mask, bool))
+
+    def clear_frame(self, obj_id: int, frame: int) -> None:
+        """Remove an object's prompts on one frame."""
+        with self._lock:
+            obj = self._objects.get(obj_id)
+            if obj is None:
+                return
+            obj.clicks.pop(frame, None)
+            obj.painted.pop(frame, None)
+            if not obj.keyframes:
+                del self._objects[obj_id]
+
+    def remove_object(self, obj_id: int) -> None:
+        with self._lock:
+            self._objects.pop(obj_id, None)
+
+    @property
+    def labels(self) -> dict[int, str]:
+        with self._lock:
+            return {o.obj_id: o.label for o in self._objects.values()}
+
+    def prompts(self) -> list[ObjectPrompt]:
+        """The current prompts (pixel clicks, painted masks decoded), by object id."""
+        with self._lock:
+            return [
+                ObjectPrompt(
+                    o.obj_id,
+                    o.label,
+                    clicks={k: list(v) for k, v in o.clicks.items()},
+                    masks={k: m.decode() for k, m in o.painted.items()},
+                )
+                for o in sorted(self._objects.values(), key=lambda o: o.obj_id)
+            ]
+
+    def export_prompts(self) -> dict[str, Any]:
+        """The prompts as JSON-able data (a job store keeps them to resume after a crash)."""
+        with self._lock:
+            return {
+                "num_frames": self.num_frames,
+                "objects": [
+                    {
+                        "id": o.obj_id,
+                        "label": o.label,
+                        "clicks": {
+                            str(k): [[c.x, c.y, c.positive] for c in v] for k, v in o.clicks.items()
+                        },
+                        "masks": {
+                            str(k): [m.height, m.width, base64.b64encode(m.runs).decode()]
+                            for k, m in o.painted.items()
+                        },
+                    }
+                    for o in self._objects.values()
+                ],
+            }
+
+    def import_prompts(self, data: Mapping[str, Any]) -> None:
+        """Replace the prompts by :meth:`export_prompts` data."""
+        if data.get("num_frames") != self.num_frames:
+            raise ValueError(f"saved prompts are for {data.get('num_frames')} frames")
+        objects = {}
+        for o in data["objects"]:
+            obj = _Object(int(o["id"]), str(o["label"]))
+            for k, v in o["clicks"].items():
+                obj.clicks[int(k)] = tuple(Click(float(x), float(y), bool(p)) for x, y, p in v)
+            for k, (h, w, runs) in o["masks"].items():
+                obj.painted[int(k)] = CompactMask(int(h), int(w), base64.b64decode(runs))
+            objects[obj.obj_id] = obj
+        with self._lock:
+            self._objects = objects
+
+    def signature(self) -> Signature:
+        with self._lock:
+            return {oid: o.signature() for oid, o in sorted(self._objects.items())}
+
+    # ------------------------------------------------------------------ reading
+    def plan(self) -> RunPlan:
+        """What the next run would recompute."""
+        with self._lock:
+            previous = None if self._last is None else self._last.signature
+            return plan_run(previous, self.signature(), self.num_frames)
+
+    def shown(self, obj_id: int, frame: int) -> np.ndarray | None:
+        """The mask the annotator was last shown for an object on a frame, or None."""
+        with self._lock:
+            run = self._shown.get(obj_id)
+            mask = None if run is None else run.mask(obj_id, frame)
+        return None if mask is None else mask.decode()
+
+    def results(self, obj_ids: Iterable[int] | None = None) -> Iterator[FramePrediction]:
+        """Every frame of the last complete run (all objects, or ``obj_ids``), in order."""
+        with self._lock:
+            run = self._last
+        if run is None:
+            return
+        ids = None if obj_ids is None else list(obj_ids)
+        for f in sorted(run.frames):
+            yield _decode(f, run.frames[f], ids)
+
+    @property
+    def nbytes(self) -> int:
+        """Approximate memory held (compact masks), updated after each run."""
+        return self._nbytes
+
+    # ------------------------------------------------------------------ running
+    def prepare(
+        self,
+        engine: Engine,
+        frames: FrameSource,
+        *,
+        answer: Iterable[int] | None = None,
+        cache_key: Hashable | None = None,
+    ) -> Prepared:
+        """Plan the next run and segment the keyframes it needs (the segmenter's part).
+
+        ``answer``: the objects whose masks the caller will show (default all); their
+        :meth:`shown` masks become this run's when it completes.
+        """
+        if len(frames) != self.num_frames:
+            raise ValueError(f"the session has {self.num_frames} frames, the source {len(frames)}")
+        with self._lock:
+            if not self._objects:
+                raise ValueError("no prompts: add a click, box or mask first")
+            signature = self.signature()
+            labels = self.labels
+            base = self._last
+            plan = plan_run(None if base is None else base.signature, signature, self.num_frames)
+            answer_ids = frozenset(labels if answer is None else answer) & set(labels)
+            prepared = Prepared(plan, signature, labels, answer_ids, base)
+            if plan.kind is PlanKind.NONE:
+                return prepared
+            if plan.kind is PlanKind.FORWARD and not self._seeds_exist(base, plan):
+                plan = RunPlan(PlanKind.FULL, 0, self.num_frames - 1, "an object is empty there")
+                prepared.plan = plan
+            records = self._keyframe_records(plan)
+            self._segment_missing(engine, frames, records, cache_key)
+            self._fill(prepared, records)
+        log.debug("session %s: %s (%s)", self.key.task, plan.kind.value, plan.reason)
+        return prepared
+
+    def propagate(
+        self,
+        engine: Engine,
+        frames: FrameSource,
+        prepared: Prepared,
+        *,
+        cache_key: Hashable | None = None,
+        should_stop=None,
+    ) -> Iterator[FramePrediction]:
+        """Yield every frame the plan recomputes (all objects); on completion the run becomes
+        the session's last run and the answered objects' shown masks."""
+        plan = prepared.plan
+        computed: dict[int, FrameMasks] = {}
+        if plan.kind is not PlanKind.NONE:
+            for fp in segment_video(
+                engine,
+                frames,
+                prepared.objects,
+                cache_key=cache_key,
+                keyframes=prepared.keyframes,
+                backward=plan.kind is PlanKind.FULL,
+                stop=plan.stop if plan.kind is PlanKind.FORWARD else None,
+                appearance=prepared.appearance or None,
+                should_stop=should_stop,
+            ):
+                computed[fp.index] = {
+                    o: (CompactMask.encode(m), float(fp.scores.get(o, 0.0)))
+                    for o, m in fp.masks.items()
+                }
+                yield fp
+        self._commit(prepared, computed)
+
+    def run(
+        self,
+        engine: Engine,
+        frames: FrameSource,
+        *,
+        answer: Iterable[int] | None = None,
+        cache_key: Hashable | None = None,
+    ) -> Iterator[FramePrediction]:
+        """:meth:`prepare` then :meth:`propagate` (what a front end without a time budget uses)."""
+        prepared = self.prepare(engine, frames, answer=answer, cache_key=cache_key)
+        yield from self.propagate(engine, frames, prepared, cache_key=cache_key)
+
+    # ------------------------------------------------------------------ internals
+    def _check_frame(self, frame: int) -> None:
+        if not 0 <= frame < self.num_frames:
+            raise ValueError(f"frame {frame} is outside 0..{self.num_frames - 1}")
+
+    def _object(self, obj_id: int, label: str | None) -> _Object:
+        obj = self._objects.get(obj_id)
+        if obj is None:
+            obj = self._objects[obj_id] = _Object(obj_id, label or f"object {obj_id}")
+        elif label is not None:
+            obj.label = label
+        return obj
+
+    def _seeds_exist(self, base: Run | None, plan: RunPlan) -> bool:
+        """Every object without prompts on the restart frame had a non-empty mask there."""
+        if base is None or not all(f in base.frames for f in range(self.num_frames)):
+            return False
+        for oid, obj in self._objects.items():
+            if plan.start in obj.keyframes:
+                continue
+            seed = base.mask(oid, plan.start)
+            if seed is None or not seed.any():
+                return False
+        return True
+
+    def _keyframe_records(self, plan: RunPlan) -> dict[tuple[int, int], _KeyframeRecord]:
+        """Records of the keyframes this plan uses, renewed where the prompts changed."""
+        out: dict[tuple[int, int], _KeyframeRecord] = {}
+        for oid, obj in self._objects.items():
+            sigs = obj.signature()
+            for k in obj.keyframes:
+                if not plan.covers(k) and k != min(obj.keyframes):
+                    continue
+                rec = self._keyframes.get((oid, k))
+                if rec is None or rec.signature != sigs[k]:
+                    prior = obj.painted.get(k)
+                    if prior is None:
+                        run = self._shown.get(oid)
+                        prior = None if run is None else run.mask(oid, k)
+                    rec = _KeyframeRecord(sigs[k], prior)
+                    self._keyframes[(oid, k)] = rec
+                out[(oid, k)] = rec
+        live = {(o, k) for o, obj in self._objects.items() for k in obj.keyframes}
+        for stale in set(self._keyframes) - live:
+            del self._keyframes[stale]
+        return out
+
+    def _segment_missing(
+        self,
+        engine: Engine,
+        frames: FrameSource,
+        records: dict[tuple[int, int], _KeyframeRecord],
+        cache_key: Hashable | None,
+    ) -> None:
+        todo: list[ObjectPrompt] = []
+        for (oid, k), rec in sorted(records.items(), key=lambda item: item[0][1]):
+            if rec.mask is not None:
+                continue
+            obj = self._objects[oid]
+            todo.append(
+                ObjectPrompt(
+                    oid,
+                    obj.label,
+                    clicks={k: list(obj.clicks[k])} if k in obj.clicks else {},
+                    masks={k: rec.prior.decode()} if rec.prior is not None else {},
+                )
+            )
+        if not todo:
+            return
+        # one object per ObjectPrompt and frame: segment_keyframes groups them by frame
+        result = segment_keyframes(engine, frames, todo, cache_key=cache_key)
+        for k, objs in result.items():
+            for oid, kf in objs.items():
+                rec = records[(oid, k)]
+                rec.mask, rec.score = CompactMask.encode(kf.mask), float(kf.score)
+
+    def _fill(self, prepared: Prepared, records: dict[tuple[int, int], _KeyframeRecord]) -> None:
+        """The tracker's prompts for the plan: keyframe masks, restart seeds, looks."""
+        plan = prepared.plan
+        keyframes: dict[int, dict[int, Keyframe]] = {}
+        for (oid, k), rec in records.items():
+            if plan.covers(k) and rec.mask is not None:
+                keyframes.setdefault(k, {})[oid] = Keyframe(rec.mask.decode(), rec.score)
+        if plan.kind is PlanKind.FORWARD:
+            base = prepared.base
+            assert base is not None
+            for oid in self._objects:
+                if oid not in keyframes.get(plan.start, {}):
+                    mask, score = base.frames[plan.start][oid]
+                    keyframes.setdefault(plan.start, {})[oid] = Keyframe(mask.decode(), score)
+                first = min(self._objects[oid].keyframes)
+                rec = records.get((oid, first))
+                if first < plan.start and rec is not None and rec.mask is not None:
+                    prepared.appearance.setdefault(first, {})[oid] = rec.mask.decode()
+        prepared.keyframes = keyframes
+        prepared.objects = [
+            ObjectPrompt(
+                oid,
+                obj.label,
+                masks={k: keyframes[k][oid].mask for k in sorted(keyframes) if oid in keyframes[k]},
+            )
+            for oid, obj in sorted(self._objects.items())
+        ]
+
+    def _commit(self, prepared: Prepared, computed: dict[int, FrameMasks]) -> None:
+        plan = prepared.plan
+        if plan.kind is PlanKind.NONE:
+            run = prepared.base
+        else:
+            frames: dict[int, FrameMasks] = {}
+            if prepared.base is not None:
+                frames.update(
+                    {f: fm for f, fm in prepared.base.frames.items() if not plan.covers(f)}
+                )
+            frames.update(computed)
+            run = Run(prepared.signature, dict(prepared.labels), frames)
+        if run is None:
+            return
+        with self._lock:
+            if plan.kind is not PlanKind.NONE:
+                self._last = run
+            for oid in prepared.answer:
+                self._shown[oid] = run
+            runs = {id(r): r for r in (self._last, *self._shown.values()) if r is not None}
+            kf = sum(
+                (r.mask.nbytes if r.mask else 0) + (r.prior.nbytes if r.prior else 0)
+                for r in self._keyframes.values()
+            )
+            self._nbytes = kf + sum(r.nbytes for r in runs.values())
+
+
+# --------------------------------------------------------------------------- the cache
+
+
+class SessionStore:
+    """Sessions by :class:`SessionKey`, least recently used first out past a byte budget.
+
+    A task whose media changed drops its old session; the session in use is never evicted
+    by its own request.
+    """
+
+    def __init__(self, budget_bytes: int):
+        self.budget_bytes = budget_bytes
+        self._sessions: OrderedDict[SessionKey, InteractiveSession] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: SessionKey, num_frames: int) -> InteractiveSession:
+        """The session for ``key``, created (fresh) if there is none."""
+        with self._lock:
+            session = self._sessions.get(key)
+            if session is not None and session.num_frames == num_frames:
+                self._sessions.move_to_end(key)
+                return session
+            for other in [k for k in self._sessions if k.task_key == key.task_key]:
+                log.info("task %s: its frames changed; starting a fresh session", key.task)
+                del self._sessions[other]
+            session = self._sessions[key] = InteractiveSession(key, num_frames)
+            return session
+
+    def drop(self, key: SessionKey) -> None:
+        with self._lock:
+            self._sessions.pop(key, None)
+
+    def trim(self, keep: SessionKey | None = None) -> int:
+        """Evict least recently used sessions until the total fits the budget; returns the
+        bytes held afterwards."""
+        with self._lock:
+            total = sum(s.nbytes for s in self._sessions.values())
+            for key in list(self._sessions):
+                if total <= self.budget_bytes:
+                    break
+                if key == keep:
+                    continue
+                total -= self._sessions.pop(key).nbytes
+                log.info("session of task %s evicted (SESSION_CACHE_MB budget)", key.task)
+            return total
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def __contains__(self, key: SessionKey) -> bool:
+        return key in self._sessions

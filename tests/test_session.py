@@ -1,0 +1,173 @@
+"""The interactive session: planning, reuse, priors, identity and the byte budget."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from backend.frames import ArrayFrameSource
+from backend.masks import CompactMask
+from backend.session import (
+    InteractiveSession,
+    PlanKind,
+    SessionKey,
+    SessionStore,
+    media_fingerprint,
+    plan_run,
+)
+from backend.types import Click
+from tests.fakes import fake_engine
+
+N = 8
+
+
+def frames(n=N, h=60, w=80):
+    return ArrayFrameSource([np.full((h, w, 3), i, np.uint8) for i in range(n)])
+
+
+def key(task=1, media="m"):
+    return SessionKey("test", 1, task, media)
+
+
+def run(session, engine, src, **kw):
+    return [fp.index for fp in session.run(engine, src, **kw)]
+
+
+def test_plan_rules():
+    a0 = {1: {0: "c0"}}
+    assert plan_run(None, a0, N).kind is PlanKind.FULL
+    assert plan_run(a0, a0, N).kind is PlanKind.NONE
+    p = plan_run(a0, {1: {0: "c0", 5: "c5"}}, N)
+    assert (p.kind, p.start, p.stop) == (PlanKind.FORWARD, 5, N - 1)
+    p = plan_run({1: {0: "c0", 6: "c6"}}, {1: {0: "c0", 3: "c3", 6: "c6"}}, N)
+    assert (p.kind, p.start, p.stop) == (PlanKind.FORWARD, 3, 5), "up to the next keyframe"
+    p = plan_run({1: {0: "c0", 6: "c6"}}, {1: {0: "c0", 6: "x"}}, N)
+    assert (p.kind, p.start, p.stop) == (PlanKind.FORWARD, 6, N - 1)
+    assert plan_run(a0, {1: {0: "c0+c1"}}, N).kind is PlanKind.FULL, "first keyframe changed"
+    assert plan_run(a0, {1: {4: "c4"}}, N).kind is PlanKind.FULL, "keyframe removed"
+    assert plan_run(a0, {1: {0: "c0"}, 2: {5: "b"}}, N).kind is PlanKind.FULL, "new object"
+    two = {1: {0: "a"}, 2: {0: "b"}}
+    assert plan_run(two, {1: {0: "a", 4: "x"}, 2: {0: "b", 5: "y"}}, N).kind is PlanKind.FULL
+    late = {1: {0: "a"}, 2: {6: "b"}}
+    assert plan_run(late, {1: {0: "a", 3: "x"}, 2: {6: "b"}}, N).kind is PlanKind.FULL
+
+
+def test_compact_mask_round_trip():
+    rng = np.random.default_rng(0)
+    for mask in (
+        rng.random((37, 53)) > 0.5,
+        np.ones((4, 5), bool),
+        np.zeros((4, 5), bool),
+        np.eye(6, dtype=bool),
+    ):
+        c = CompactMask.encode(mask)
+        np.testing.assert_array_equal(c.decode(), mask)
+        assert c.any() == mask.any()
+    blob = np.zeros((480, 854), bool)
+    blob[100:300, 200:500] = True
+    assert CompactMask.encode(blob).nbytes < 2000, "a blob costs a few hundred bytes"
+
+
+def test_first_run_then_correction_reuses_frames_before_it():
+    engine, src = fake_engine(), frames()
+    s = InteractiveSession(key(), N)
+    s.add_click(1, 0, Click(20, 20), label="A")
+    assert run(s, engine, src) == list(range(N))
+    before = [s.shown(1, f).copy() for f in range(N)]
+    s.add_click(1, 4, Click(60, 40))
+    assert s.plan().kind is PlanKind.FORWARD
+    assert run(s, engine, src) == [4, 5, 6, 7]
+    for f in range(4):
+        np.testing.assert_array_equal(s.shown(1, f), before[f])
+    assert s.shown(1, 5)[40, 60] and not s.shown(1, 5)[20, 20]
+    assert s.plan().kind is PlanKind.NONE
+    assert run(s, engine, src) == [], "same prompts: nothing recomputed"
+
+
+def test_correction_prior_is_the_shown_mask_and_sticky():
+    engine, src = fake_engine(), frames()
+    priors = []
+    predict = engine.segmenter.predict
+
+    def recording(points, labels, *, mask_prior=None, multimask_output=True):
+        priors.append(None if mask_prior is None else mask_prior > 0.5)
+        return predict(points, labels, mask_prior=mask_prior, multimask_output=multimask_output)
+
+    engine.segmenter.predict = recording
+    s = InteractiveSession(key(), N)
+    s.add_click(1, 0, Click(20, 20), label="A")
+    run(s, engine, src)
+    assert priors == [None]
+    shown3 = s.shown(1, 3)
+    s.add_click(1, 3, Click(60, 40))
+    run(s, engine, src)
+    np.testing.assert_array_equal(priors[-1], shown3)
+    s.set_object(1, "A", clicks={0: [Click(20, 20)], 3: [Click(60, 40)]})  # re-sent as is
+    assert s.plan().kind is PlanKind.NONE and len(priors) == 2
+
+
+def test_painted_mask_is_a_keyframe_and_prompts_survive_export():
+    engine, src = fake_engine(), frames()
+    s = InteractiveSession(key(), N)
+    painted = np.zeros((60, 80), bool)
+    painted[5:15, 5:15] = True
+    s.add_mask(2, 2, painted, label="B")
+    s.add_click(1, 0, Click(60, 40), label="A")
+    run(s, engine, src)
+    np.testing.assert_array_equal(s.shown(2, 2), painted)
+    copy = InteractiveSession(key(), N)
+    copy.import_prompts(s.export_prompts())
+    assert copy.signature() == s.signature()
+    with pytest.raises(ValueError, match="frames"):
+        InteractiveSession(key(), N + 1).import_prompts(s.export_prompts())
+
+
+def test_answer_limits_what_is_shown():
+    engine, src = fake_engine(), frames()
+    s = InteractiveSession(key(), N)
+    s.add_click(1, 0, Click(20, 20), label="A")
+    s.add_click(2, 0, Click(60, 40), label="B")
+    run(s, engine, src, answer=[2])
+    assert s.shown(1, 3) is None and s.shown(2, 3) is not None
+
+
+def test_bad_prompts_are_refused():
+    s = InteractiveSession(key(), N)
+    with pytest.raises(ValueError, match="outside"):
+        s.add_click(1, N, Click(1, 1))
+    with pytest.raises(ValueError, match="no prompts"):
+        s.prepare(fake_engine(), frames())
+    s.add_click(1, 0, Click(1, 1))
+    with pytest.raises(ValueError, match="frames"):
+        s.prepare(fake_engine(), frames(N - 1))
+
+
+def test_cancelled_run_leaves_the_last_run():
+    engine, src = fake_engine(), frames()
+    s = InteractiveSession(key(), N)
+    s.add_click(1, 0, Click(20, 20), label="A")
+    run(s, engine, src)
+    s.add_click(1, 4, Click(60, 40))
+    prepared = s.prepare(engine, src)
+    gen = s.propagate(engine, src, prepared)
+    next(gen)
+    gen.close()  # the consumer went away (a superseded job)
+    assert s.plan().kind is PlanKind.FORWARD, "the unfinished run was not kept"
+    assert not s.shown(1, 5)[40, 60]
+
+
+def test_store_keys_by_content_and_keeps_a_byte_budget():
+    store = SessionStore(budget_bytes=0)
+    a = store.get(key(1, media_fingerprint(["x.jpg"])), 3)
+    assert store.get(key(1, media_fingerprint(["x.jpg"])), 3) is a
+    b = store.get(key(1, media_fingerprint(["y.jpg"])), 3)
+    assert b is not a and len(store) == 1, "changed frames: a fresh session, the old one dropped"
+    other = store.get(SessionKey("another instance", 1, 1, media_fingerprint(["y.jpg"])), 3)
+    assert other is not b and len(store) == 2
+    engine, src = fake_engine(), frames(3)
+    for s in (b, other):
+        s.add_click(1, 0, Click(20, 20))
+        run(s, engine, src)
+    assert b.nbytes > 0
+    store.trim(keep=other.key)
+    assert other.key in store and b.key not in store
