@@ -32,7 +32,7 @@ import numpy as np
 from backend.config import ConfigError, Settings
 from backend.engine import EngineError, build_engine
 from backend.frames import MediaError
-from backend.ls.export import masks_to_index, read_index_png, write_index_png
+from backend.masks import masks_to_index, read_index_png, write_index_png
 from backend.overlay import FOURCC_BY_SUFFIX, OverlayError, paint, write_video
 from backend.pipeline import segment_video
 from backend.types import Click, ObjectPrompt

@@ -1,4 +1,5 @@
-"""Mask helpers at the bottom of the stack: overlap and a compact in-memory form.
+"""Mask helpers at the bottom of the stack: overlap, a compact in-memory form, and index
+images (the DAVIS palette PNG format).
 
 Masks are ``H×W`` bool arrays at the native frame size. :class:`CompactMask`
 keeps one as run lengths of the flattened mask (row-major, starting with a run
@@ -7,9 +8,14 @@ of ``False``): a few hundred bytes for a typical object instead of ``H·W``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+from PIL import Image
+
+MAX_OBJECTS = 255  # ids that fit an 8-bit index image
 
 
 def jaccard(gt: np.ndarray, pred: np.ndarray) -> float:
@@ -59,3 +65,46 @@ class CompactMask:
 
     def any(self) -> bool:
         return len(self.runs) > 4
+
+
+def davis_palette() -> np.ndarray:
+    """The 256-colour DAVIS / PASCAL VOC palette as a 256×3 uint8 array (0 = black)."""
+    pal = np.zeros((256, 3), np.uint8)
+    for k in range(256):
+        c, r, g, b = k, 0, 0, 0
+        for bit in range(8):
+            r |= ((c >> 0) & 1) << (7 - bit)
+            g |= ((c >> 1) & 1) << (7 - bit)
+            b |= ((c >> 2) & 1) << (7 - bit)
+            c >>= 3
+        pal[k] = (r, g, b)
+    return pal
+
+
+def masks_to_index(masks: Mapping[int, np.ndarray], shape: tuple[int, int]) -> np.ndarray:
+    """H×W uint8 index image; where objects overlap the lowest id wins."""
+    index = np.zeros(shape, np.uint8)
+    for oid in sorted(masks, reverse=True):  # paint high ids first, low ids on top
+        if not 0 < oid <= MAX_OBJECTS:
+            raise ValueError(f"object id {oid} does not fit an 8-bit index PNG")
+        m = np.asarray(masks[oid], bool)
+        if m.shape != shape:
+            raise ValueError(f"object {oid}: mask {m.shape} does not match frame {shape}")
+        index[m] = oid
+    return index
+
+
+def write_index_png(path: str | Path, index: np.ndarray) -> None:
+    """Write an H×W uint8 index image as a palette PNG (the DAVIS annotation format)."""
+    img = Image.fromarray(np.asarray(index, np.uint8), mode="P")
+    img.putpalette(davis_palette().ravel().tolist())
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    img.save(str(path), optimize=True)
+
+
+def read_index_png(path: str | Path) -> np.ndarray:
+    """Read a palette (or grey) PNG as its H×W uint8 index values."""
+    with Image.open(path) as img:
+        if img.mode not in ("P", "L"):
+            img = img.convert("L")
+        return np.array(img, dtype=np.uint8)

@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from backend.ls.export import davis_palette
+from backend.masks import davis_palette
 
 log = logging.getLogger(__name__)
 

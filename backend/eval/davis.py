@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from backend.frames import list_image_files
+from backend.masks import write_index_png  # noqa: F401 - predictions are saved as index PNGs
 
 log = logging.getLogger(__name__)
 
@@ -93,28 +93,3 @@ def read_ground_truth(seq: DavisSequence) -> list[np.ndarray]:
     if max(values) > 255:
         raise DavisError(f"sequence {seq.name!r}: labels above 255")
     return [arr.astype(np.uint8) for arr in raw]
-
-
-@lru_cache(maxsize=1)
-def palette() -> list[int]:
-    """The usual VOC/DAVIS colour map: label bits spread over the high bits of R, G, B."""
-    colours = []
-    for label in range(256):
-        r = g = b = 0
-        c = label
-        for shift in range(7, -1, -1):
-            r |= (c & 1) << shift
-            g |= ((c >> 1) & 1) << shift
-            b |= ((c >> 2) & 1) << shift
-            c >>= 3
-        colours += [r, g, b]
-    return colours
-
-
-def write_index_png(path: Path, labels: np.ndarray) -> None:
-    """Save an H×W label map (values 0..255) as a palette PNG."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arr = np.ascontiguousarray(labels, dtype=np.uint8)
-    im = Image.frombytes("P", (arr.shape[1], arr.shape[0]), arr.tobytes())
-    im.putpalette(palette())
-    im.save(path)

@@ -50,6 +50,7 @@ from backend.eval.metrics import (
     summarize,
 )
 from backend.frames import FrameSource, LazyFrameSource, MediaError, read_image
+from backend.masks import masks_to_index
 from backend.session import InteractiveSession, SessionKey
 from backend.types import Click
 
@@ -114,17 +115,6 @@ class SessionAnnotator:
         return out
 
 
-def label_map(masks: dict[int, np.ndarray], shape: tuple[int, int]) -> np.ndarray:
-    """Combine per-object masks into one label map; higher ids win overlapping pixels."""
-    out = np.zeros(shape, np.uint8)
-    for oid in sorted(masks):
-        m = np.asarray(masks[oid], bool)
-        if m.shape != shape:
-            raise ValueError(f"object {oid}: mask {m.shape} but frame is {shape}")
-        out[m] = oid
-    return out
-
-
 def _count_clicks(clicks: dict[int, dict[int, list[Click]]]) -> int:
     return sum(len(c) for frames in clicks.values() for c in frames.values())
 
@@ -163,7 +153,9 @@ def run_sequence(
             clicks.setdefault(oid, {}).setdefault(frame, []).append(click)
             shown[oid] = annotator.click(oid, object_label(oid), clicks[oid])
         run.seconds.append(time.perf_counter() - t0)
-        preds = [label_map({oid: m[f] for oid, m in shown.items()}, shape) for f in range(len(seq))]
+        preds = [
+            masks_to_index({oid: m[f] for oid, m in shown.items()}, shape) for f in range(len(seq))
+        ]
         run.clicks.append(_count_clicks(clicks))
         res = evaluate_sequence(gt, preds, name=name, config=config, obj_ids=ids)
         run.results.append(res)

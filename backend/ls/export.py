@@ -30,14 +30,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from backend.ls import rle
+from backend.masks import (  # noqa: F401 - index-image helpers, re-exported
+    MAX_OBJECTS,
+    davis_palette,
+    masks_to_index,
+    read_index_png,
+    write_index_png,
+)
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("davis", "coco", "ytvis")
-MAX_OBJECTS = 255  # uint8 index PNGs
 
 
 class ExportError(ValueError):
@@ -47,47 +52,11 @@ class ExportError(ValueError):
 # --------------------------------------------------------------------------- index PNGs
 
 
-def davis_palette() -> np.ndarray:
-    """The 256-colour DAVIS / PASCAL VOC palette as a 256×3 uint8 array (0 = black)."""
-    pal = np.zeros((256, 3), np.uint8)
-    for k in range(256):
-        c, r, g, b = k, 0, 0, 0
-        for bit in range(8):
-            r |= ((c >> 0) & 1) << (7 - bit)
-            g |= ((c >> 1) & 1) << (7 - bit)
-            b |= ((c >> 2) & 1) << (7 - bit)
-            c >>= 3
-        pal[k] = (r, g, b)
-    return pal
-
-
-def masks_to_index(masks: Mapping[int, np.ndarray], shape: tuple[int, int]) -> np.ndarray:
-    """H×W uint8 index image; where objects overlap the lowest id wins."""
-    index = np.zeros(shape, np.uint8)
-    for oid in sorted(masks, reverse=True):  # paint high ids first, low ids on top
-        if not 0 < oid <= MAX_OBJECTS:
-            raise ExportError(f"object id {oid} does not fit an 8-bit index PNG")
-        m = np.asarray(masks[oid], bool)
-        if m.shape != shape:
-            raise ExportError(f"object {oid}: mask {m.shape} does not match frame {shape}")
-        index[m] = oid
-    return index
-
-
-def write_index_png(path: str | Path, index: np.ndarray) -> None:
-    """Write an H×W uint8 index image as a palette PNG (the DAVIS annotation format)."""
-    img = Image.fromarray(np.asarray(index, np.uint8), mode="P")
-    img.putpalette(davis_palette().ravel().tolist())
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    img.save(str(path), optimize=True)
-
-
-def read_index_png(path: str | Path) -> np.ndarray:
-    """Read a palette (or grey) PNG as its H×W uint8 index values."""
-    with Image.open(path) as img:
-        if img.mode not in ("P", "L"):
-            img = img.convert("L")
-        return np.array(img, dtype=np.uint8)
+def _index(masks: Mapping[int, np.ndarray], size: tuple[int, int]) -> np.ndarray:
+    try:
+        return masks_to_index(masks, size)
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
 
 
 # --------------------------------------------------------------------------- tasks → sequences
@@ -277,7 +246,7 @@ def write_davis(sequences: list[ClipSequence], out: Path, *, progress=None) -> i
         assert seq.size is not None
         for i, masks in _iter_frames(seq):
             write_index_png(
-                out / "Annotations" / seq.name / f"{i:05d}.png", masks_to_index(masks, seq.size)
+                out / "Annotations" / seq.name / f"{i:05d}.png", _index(masks, seq.size)
             )
             count += 1
             if progress:
@@ -337,7 +306,7 @@ def coco_dataset(sequences: list[ClipSequence], ids: Mapping[str, int], *, progr
                     "ls_url": seq.frames[i],
                 }
             )
-            index = masks_to_index(masks, seq.size) if masks else None
+            index = _index(masks, seq.size) if masks else None
             for oid in sorted(masks):
                 m = index == oid
                 if not m.any():
@@ -385,7 +354,7 @@ def ytvis_dataset(sequences: list[ClipSequence], ids: Mapping[str, int], *, prog
         )
         tracks: dict[int, dict[str, list]] = {}
         for i, masks in _iter_frames(seq):
-            index = masks_to_index(masks, seq.size) if masks else None
+            index = _index(masks, seq.size) if masks else None
             for oid in masks:
                 m = index == oid
                 if not m.any():

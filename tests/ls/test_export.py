@@ -12,7 +12,6 @@ from backend.cli import main as cli_main
 from backend.frames import ArrayFrameSource
 from backend.ls import rle
 from backend.ls.export import (
-    ExportError,
     collect_sequences,
     davis_palette,
     export_tasks,
@@ -76,7 +75,7 @@ def test_masks_to_index_lowest_id_wins():
     index = masks_to_index({2: b, 1: a}, (H, W))
     assert index[10, 10] == 1 and index[10, 12] == 1 and index[10, 18] == 2
     assert (index == 0).sum() == (~(a | b)).sum()
-    with pytest.raises(ExportError):
+    with pytest.raises(ValueError, match="does not match"):
         masks_to_index({1: np.zeros((3, 3), bool)}, (H, W))
 
 

@@ -1,0 +1,67 @@
+"""Corrections reach as far as they should, on real DAVIS frames with the weights-free engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from backend.engine import build_engine
+from backend.eval.clicks import corrective_click, first_frame_clicks, largest_error
+from backend.eval.davis import load_sequence, read_ground_truth
+from backend.frames import LazyFrameSource, read_image
+from backend.masks import jaccard
+from backend.session import InteractiveSession, PlanKind, SessionKey
+
+DAVIS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "davis2016-val"
+
+
+@pytest.fixture(scope="module")
+def clip():
+    if not DAVIS.is_dir():
+        pytest.fail(f"{DAVIS} is missing (../shared beside the checkout)")
+    seq = load_sequence(DAVIS, "car-roundabout", 30)
+    gt = [g == 1 for g in read_ground_truth(seq)]
+    frames = LazyFrameSource(len(seq), lambda i: read_image(seq.images[i]), cache_size=40)
+    return frames, gt
+
+
+def _shown(session, n):
+    return [session.shown(1, f) for f in range(n)]
+
+
+def test_negative_click_on_a_leak_carries_forward(clip):
+    frames, gt = clip
+    n = len(frames)
+    engine = build_engine("classical")
+    session = InteractiveSession(SessionKey("test", None, None, "car-roundabout"), n)
+    (click,) = first_frame_clicks(gt[0].astype(np.uint8), [1]).values()
+    session.add_click(1, 0, click, label="car")
+    list(session.run(engine, frames))
+    before = _shown(session, n)
+    # the frame (after the first two) where the largest wrongly included region is
+    leaks = {}
+    for f in range(2, n - 3):
+        err = largest_error(gt[f], before[f])
+        if err is not None and not err[1]:
+            leaks[f] = int(err[0].sum())
+    k = max(leaks, key=leaks.get)
+    negative = corrective_click(gt[k], before[k])
+    assert negative is not None and not negative.positive
+    session.add_click(1, k, negative)
+    assert session.plan().kind is PlanKind.FORWARD
+    list(session.run(engine, frames))
+    after = _shown(session, n)
+    for f in range(k):
+        np.testing.assert_array_equal(after[f], before[f], err_msg=f"frame {f} is reused")
+    row, col = int(negative.y), int(negative.x)
+    assert before[k][row, col] and not after[k][row, col], "the clicked frame keeps the click"
+    later = range(k + 1, n)
+    assert all(not np.array_equal(after[f], before[f]) for f in later), "every later frame"
+    leak_before = sum(int((before[f] & ~gt[f]).sum()) for f in later)
+    leak_after = sum(int((after[f] & ~gt[f]).sum()) for f in later)
+    assert leak_after < 0.9 * leak_before, (leak_before, leak_after)
+    j_before = np.mean([jaccard(gt[f], before[f]) for f in later])
+    j_after = np.mean([jaccard(gt[f], after[f]) for f in later])
+    assert j_after > j_before, (j_before, j_after)
