@@ -1,7 +1,7 @@
 """``python -m backend segment``: clicks on a video → DAVIS-style masks for every frame, offline.
 
-Same engine and pipeline as the server (:func:`backend.engine.build_engine`,
-:func:`backend.pipeline.segment_video`). Writes ``OUT/00000.png`` … (palette index PNGs,
+Same engine and interactive session as the server (:func:`backend.engine.build_engine`,
+:class:`backend.session.InteractiveSession`). Writes ``OUT/00000.png`` … (palette index PNGs,
 0 = background, k = object k), ``OUT/summary.json`` (per-frame quality per object) and,
 with ``--overlay``, a preview video.
 
@@ -34,7 +34,7 @@ from backend.engine import EngineError, build_engine
 from backend.frames import MediaError
 from backend.masks import masks_to_index, read_index_png, write_index_png
 from backend.overlay import FOURCC_BY_SUFFIX, OverlayError, paint, write_video
-from backend.pipeline import segment_video
+from backend.session import InteractiveSession, SessionKey, media_fingerprint
 from backend.types import Click, ObjectPrompt
 from backend.video import open_frames, parse_resize
 
@@ -96,6 +96,16 @@ def build_objects(prompts: list[tuple[str, object]]) -> list[ObjectPrompt]:
             objects.append(ObjectPrompt(obj_id=1, label=DEFAULT_LABEL))
         objects[-1].clicks.setdefault(value.frame, []).append(value.click)
     return objects
+
+
+def _session(source, frames, objects) -> InteractiveSession:
+    """The same interactive session the server and the evaluation run, for one video."""
+    session = InteractiveSession(
+        SessionKey("cli", None, None, media_fingerprint([str(source)])), len(frames)
+    )
+    for obj in objects:
+        session.set_object(obj.obj_id, obj.label, clicks=obj.clicks, masks=obj.masks)
+    return session
 
 
 def validate_objects(objects: list[ObjectPrompt], count: int, width: int, height: int) -> None:
@@ -229,7 +239,7 @@ def main(args: argparse.Namespace) -> int:
     log.info("segmenting %d frames of %s with the %s engine", len(frames), args.source, engine.name)
     with tqdm(total=len(frames), desc="segment", unit="frame", file=sys.stderr) as bar:
         try:
-            for fp in segment_video(engine, frames, objects):
+            for fp in _session(args.source, frames, objects).run(engine, frames):
                 index = masks_to_index(fp.masks, (height, width))
                 write_index_png(out / f"{fp.index:05d}.png", index)
                 for oid in scores:

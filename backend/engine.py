@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from backend import __version__
@@ -134,6 +135,21 @@ def build_engine(name: str = "auto", settings: Settings | None = None) -> Engine
     if name == "sam-xmem":
         return build_sam_xmem(settings)
     raise EngineError(f"unknown engine {name!r}; expected auto, classical or sam-xmem")
+
+
+def load_engine(
+    settings: Settings, factory: Callable[[], Engine] | None = None
+) -> tuple[Engine | None, str, str | None]:
+    """``(engine, name, error)``: the engine ``settings`` ask for (or ``factory()``), or None
+    with the reason when it cannot be built — reported, never replaced by another engine."""
+    name = resolve_engine_name(settings)
+    try:
+        engine = (factory or (lambda: build_engine(name, settings)))()
+    except EngineError as exc:
+        log.error("engine %s failed to load: %s", name, exc)
+        return None, name, str(exc)
+    log.info("engine %s ready (model_version %s)", engine.name, engine.model_version)
+    return engine, engine.name, None
 
 
 def refine_config(settings: Settings, engine_name: str) -> RefineConfig:

@@ -263,6 +263,13 @@ class JobManager(Generic[P]):
     def live(self, job_id: str) -> Job | None:
         return self._jobs.get(job_id)
 
+    def load(self) -> str:
+        """How busy the workers are, in words (for "busy" messages)."""
+        counts = self.counts()
+        return (
+            f"{counts.get('running', 0)} propagation(s) running, {counts.get('queued', 0)} queued"
+        )
+
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for job in list(self._jobs.values()):

@@ -367,6 +367,11 @@ class InteractiveSession:
         with self._lock:
             self._objects = objects
 
+    def request_key(self, answer: Iterable[int], version: str) -> str:
+        """Equal for requests that ask this session the same thing (duplicate clicks)."""
+        text = repr((self.key, self.signature(), sorted(answer), version))
+        return f"{self.key.task}:{hashlib.sha1(text.encode()).hexdigest()[:20]}"
+
     def signature(self) -> Signature:
         with self._lock:
             return {oid: o.signature() for oid, o in sorted(self._objects.items())}

@@ -4,7 +4,7 @@ Layers, lowest first (a module may import its own layer and those below):
 
 0. bottom — frames, masks, types, config, video decoding, overlays
 1. engines — segmenters, trackers, refinement, engine selection, the pipeline
-2. session — the interactive session, background jobs
+2. session — the interactive session, background jobs, running a plan within a budget
 3. Label Studio — ``backend.ls``: label configs, prompts, results, RLE, client, media, export
 4. front ends — the HTTP server, evaluation, the command line, weights download
 """
@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
      "backend.video", "backend.overlay"),
     ("backend.segmenter", "backend.tracker", "backend.refine", "backend.engine",
      "backend.pipeline"),
-    ("backend.session", "backend.jobs"),
+    ("backend.session", "backend.jobs", "backend.runs"),
     ("backend.ls",),
     ("backend.server", "backend.eval", "backend.cli", "backend.cli_import", "backend.cli_export",
      "backend.cli_segment", "backend.cli_info", "backend.weights", "backend.__main__"),

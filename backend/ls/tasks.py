@@ -2,18 +2,64 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from backend.frames import FrameSource
 from backend.ls import rle
-from backend.ls.labelconfig import ProjectSchema
+from backend.ls.labelconfig import ProjectSchema, parse_label_config
 from backend.ls.prompts import PromptSet, parse_context, to_object_prompts
 from backend.session import InteractiveSession, SessionKey, media_fingerprint
 
 
 class TaskError(ValueError):
     """A task in the request cannot be served; the message names the task and the field."""
+
+
+@dataclass(frozen=True)
+class PredictRequest:
+    """A ``/predict`` body, checked: the tasks, the project's config and the interactive
+    context (None for batch predictions)."""
+
+    tasks: list[Any]
+    config: str
+    schema: ProjectSchema
+    context: dict[str, Any] | None
+
+
+def read_predict(body: dict[str, Any]) -> PredictRequest:
+    tasks, config = body.get("tasks"), body.get("label_config")
+    if not isinstance(tasks, list) or not tasks:
+        raise TaskError("predict: 'tasks' must be a non-empty list")
+    if not isinstance(config, str):
+        raise TaskError("predict: 'label_config' (the project's labeling config) is missing")
+    params = body.get("params") or {}
+    if not isinstance(params, dict):
+        raise TaskError("predict: 'params' must be an object")
+    context = params.get("context") or None
+    tasks = tasks[:1] if context else tasks  # LS uses only results[0] of an interactive answer
+    return PredictRequest(tasks, config, parse_label_config(config), context)
+
+
+def task_prompts(
+    task: Any, schema: ProjectSchema, context: dict[str, Any] | None, max_frames: int
+) -> tuple[list[str], PromptSet]:
+    """A task's frame URLs and its prompts: the interactive context's (which must hold some),
+    or for batch predictions its newest annotation's (possibly none)."""
+    if not isinstance(task, dict):
+        raise TaskError("predict: each task must be an object")
+    urls = frame_urls(task, schema, max_frames)
+    if context is None:
+        return urls, annotation_prompts(task, schema, len(urls))
+    prompts = parse_context(context, schema, len(urls))
+    if prompts.is_empty():
+        raise TaskError(
+            "interactive context has no keypoints or brush masks of "
+            f"<KeyPointLabels name={schema.keypoint_name!r}>"
+        )
+    return urls, prompts
 
 
 def frame_urls(task: dict[str, Any], schema: ProjectSchema, max_frames: int) -> list[str]:
@@ -76,19 +122,21 @@ def apply_prompts(
     session: InteractiveSession,
     prompts: PromptSet,
     schema: ProjectSchema,
-    frame_size: tuple[int, int],
+    frames: FrameSource,
     *,
     replace_all: bool = False,
 ) -> list[int]:
-    """Give the session every label's prompts from ``prompts`` (relative → pixels, brush RLE →
-    masks at ``frame_size`` (W, H)); returns their object ids. Labels not in ``prompts`` keep
+    """Give the session every label's prompts from ``prompts`` (relative → pixels of the
+    frames, brush RLE → masks); returns their object ids. Labels not in ``prompts`` keep
     their earlier prompts (Label Studio sends only the clicked label's points) unless
     ``replace_all``."""
+    first = min(k for f in (*prompts.clicks.values(), *prompts.masks.values()) for k in f)
+    height, width = frames[first].shape[:2]  # the first keyframe is fetched anyway
 
     def decode(data, height, width) -> np.ndarray:
         return rle.decode(data, height, width)
 
-    objects = to_object_prompts(prompts, schema, frame_size, decode)
+    objects = to_object_prompts(prompts, schema, (width, height), decode)
     if replace_all:
         for oid in set(session.labels) - {o.obj_id for o in objects}:
             session.remove_object(oid)

@@ -8,6 +8,7 @@ from backend.ls.client import LabelStudioAuthError
 from backend.ls.labelconfig import LabelConfigError
 from backend.ls.prompts import PromptError
 from backend.ls.tasks import TaskError
+from backend.runs import BusyError
 
 
 class RequestError(ValueError):
@@ -16,10 +17,6 @@ class RequestError(ValueError):
     def __init__(self, message: str, status: int = 400):
         super().__init__(message)
         self.status = status
-
-
-class BusyError(RuntimeError):
-    """Every worker is busy and the request's time budget ran out while waiting."""
 
 
 # Most specific first. Everything else is a 500 with a generic message.
