@@ -105,6 +105,7 @@ class Settings:
     model_dir: Path = field(default=Path("model_dir"), metadata={"env": "MODEL_DIR"})
 
     predict_budget_s: float = field(default=60.0, metadata={"env": "PREDICT_BUDGET_S"})
+    busy_timeout_s: float | None = field(default=None, metadata={"env": "BUSY_TIMEOUT_S"})
     job_workers: int = field(default=1, metadata={"env": "JOB_WORKERS"})
 
     basic_auth_user: str = field(default="", metadata={"env": "BASIC_AUTH_USER"})
@@ -163,6 +164,11 @@ class Settings:
             "model_dir": Path(get("MODEL_DIR", str(d.model_dir))).expanduser(),
             "predict_budget_s": _float(
                 get("PREDICT_BUDGET_S", str(d.predict_budget_s)), "PREDICT_BUDGET_S", 0.0
+            ),
+            "busy_timeout_s": (
+                _float(get("BUSY_TIMEOUT_S", ""), "BUSY_TIMEOUT_S", 0.0)
+                if get("BUSY_TIMEOUT_S")
+                else None
             ),
             "job_workers": _int(get("JOB_WORKERS", str(d.job_workers)), "JOB_WORKERS", 1),
             "basic_auth_user": get("BASIC_AUTH_USER", ""),

@@ -7,6 +7,7 @@ never a silent fallback.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable
@@ -34,6 +35,9 @@ class Engine:
     checkpoints: dict[str, str]  # what was loaded, for /health
     # TAM step 3: which propagated frames the segmenter re-segments (server, CLI, eval alike)
     refine: RefineConfig = field(default_factory=RefineConfig)
+    # the longest a request waits for the segmenter before it is refused as busy (None: as
+    # long as the request's own deadline allows)
+    busy_timeout_s: float | None = None
     # the segmenter holds one image at a time: every set_image+predict pair takes this lock
     segmenter_lock: threading.RLock = field(default_factory=threading.RLock, compare=False)
 
@@ -148,6 +152,8 @@ def load_engine(
     except EngineError as exc:
         log.error("engine %s failed to load: %s", name, exc)
         return None, name, str(exc)
+    if settings.busy_timeout_s is not None and engine.busy_timeout_s is None:
+        engine = dataclasses.replace(engine, busy_timeout_s=settings.busy_timeout_s)
     log.info("engine %s ready (model_version %s)", engine.name, engine.model_version)
     return engine, engine.name, None
 

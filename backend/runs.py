@@ -44,9 +44,13 @@ def prepare_run(
     busy: Callable[[], str],
 ) -> Prepared:
     """Plan the session's next run and segment its keyframes, waiting for the engine until
-    ``deadline`` (monotonic seconds); :class:`BusyError` with ``busy()`` as message after."""
+    ``deadline`` (monotonic seconds) or its ``busy_timeout_s``; :class:`BusyError` with
+    ``busy()`` as message after."""
+    wait = max(0.0, deadline - time.monotonic())
+    if engine.busy_timeout_s is not None:
+        wait = min(wait, engine.busy_timeout_s)
     lock = engine.segmenter_lock
-    if not lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+    if not lock.acquire(timeout=wait):
         raise BusyError(busy())
     try:
         return session.prepare(engine, frames, answer=answer, cache_key=cache_key)
