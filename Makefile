@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 9090
 WORKERS ?= 1
-THREADS ?= 4
+THREADS ?= 16
 STAMP := $(VENV)/.installed
 
 .PHONY: install run dev test lint format bench clean

@@ -22,7 +22,7 @@ from backend.jobs import Job, JobManager, JobSpec, JobStatus, JobStore
 from backend.ls.client import LabelStudioConnection, replace_prediction
 from backend.ls.labelconfig import parse_label_config
 from backend.ls.media import MediaFetcher, TaskFrameCache
-from backend.ls.prompts import prompts_to_json
+from backend.ls.prompts import prompts_from_json, prompts_to_json
 from backend.ls.results import PredictionBuilder
 from backend.ls.tasks import (
     PredictRequest,
@@ -32,6 +32,7 @@ from backend.ls.tasks import (
     task_id,
     task_prompts,
 )
+from backend.pipeline import same_size
 from backend.runs import SessionRun, prepare_run, propagate_run
 from backend.server.errors import RequestError
 from backend.server.metrics import Metrics
@@ -77,16 +78,19 @@ class TrackAnythingModel:
         return self.engine.model_version if self.engine else f"tam-{self.engine_name}-{__version__}"
 
     def health(self) -> dict[str, Any]:
+        """UP only while the engine is loaded and the job store works (else 503 with why)."""
         s = self.settings
+        store_error = self.jobs.store.check()
         body: dict[str, Any] = {
-            "status": "UP" if self.engine is not None else "ERROR",
+            "status": "UP" if self.engine is not None and store_error is None else "ERROR",
             "engine": self.engine_name,
             "model_version": self.model_version,
             "checkpoints": {"sam": _exists(s.sam_checkpoint), "xmem": _exists(s.xmem_checkpoint)},
             "device": s.device,
         }
-        if self.engine_error:
-            body["error"] = self.engine_error
+        errors = [e for e in (self.engine_error, store_error) if e]
+        if errors:
+            body["error"] = "; ".join(errors)
         return body
 
     def versions(self) -> dict[str, Any]:
@@ -97,7 +101,7 @@ class TrackAnythingModel:
         if schema_xml is not None:
             if not isinstance(schema_xml, str):
                 raise RequestError("setup: 'schema' must be the labeling config (a string)")
-            parse_label_config(schema_xml)  # raises a clear LabelConfigError
+            parse_label_config(schema_xml, max_bytes=self.settings.label_config_max_bytes)
         return {"model_version": self.model_version}
 
     def webhook(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -114,43 +118,57 @@ class TrackAnythingModel:
         if self.engine is None:
             raise EngineError(self.engine_error or "engine not loaded")
         deadline = time.monotonic() + self.settings.predict_budget_s
-        req = read_predict(body)
-        pending = [self._start(t, req, deadline) for t in req.tasks]
-        return {"results": [self._answer(p, deadline) for p in pending]}
+        req = read_predict(body, max_config_bytes=self.settings.label_config_max_bytes)
+        pending = []
+        for task in req.tasks:  # batch tasks past the budget go straight to background jobs
+            late = req.context is None and pending and time.monotonic() > deadline
+            pending.append(self._start(task, req, deadline, defer=bool(late)))
+        if all(p is None for p in pending):  # nothing to predict: Label Studio stores nothing
+            return {"results": []}
+        return {"results": [self._answer(p or self._empty(), deadline) for p in pending]}
 
-    def _start(self, task: Any, req: PredictRequest, deadline: float):
-        """Hand a task's prompts to its session, segment the keyframes and start propagating.
-
-        Returns a finished prediction, or the running :class:`Job` for :meth:`_answer`.
-        """
+    def _start(self, task: Any, req: PredictRequest, deadline: float, defer: bool = False):
+        """Hand a task's prompts to its session, segment the keyframes and start propagating
+        (``defer``: all of it in a background job). Returns a finished prediction, the
+        :class:`Job` for :meth:`_answer`, or None when the task has no prompts."""
         schema, context = req.schema, req.context
         urls, prompts = task_prompts(task, schema, context, self.settings.max_frames)
         tid = task_id(task)
         if prompts.is_empty():
-            log.warning("task %s: no keyframe in its annotations; empty prediction", tid)
-            return {"result": [], "score": 0.0, "model_version": self.model_version}
-        frames = self.frames.frames(tid, urls)
+            log.info("task %s: no clicks or masks in its annotations yet", tid)
+            return None
         key = session_key(task, urls, mode="interactive" if context is not None else "batch")
+        if defer:
+            spec = JobSpec(tid, f"deferred:{key}:{prompts.fingerprint()}", list(urls), req.config,
+                           prompts_to_json(prompts), [], self.model_version, {"key": asdict(key)})  # fmt: skip
+            return self.jobs.submit(spec)
+        frames = same_size(self.frames.frames(tid, urls))  # one frame size per task
         session = self.sessions.get(key, len(urls))
-        answer = apply_prompts(session, prompts, schema, frames, replace_all=not context)
-        work = self._prepare(session, frames, schema, answer, key, deadline)
-        if work.prepared.plan.kind is PlanKind.NONE:
-            log.info("task %s: prompts unchanged, answering from the session", tid)
-            list(session.propagate(self.engine, frames, work.prepared))  # marks them shown
-            for fp in session.results(work.out.labels):
-                work.out.add(fp)
-            return work.out.prediction(self.model_version)
-        spec = JobSpec(
+        with session.transaction():  # a bad prompt (or a refused job) is not remembered
+            answer = apply_prompts(session, prompts, schema, frames, replace_all=not context)
+            work = self._prepare(session, frames, schema, answer, key, deadline)
+            if work.prepared.plan.kind is not PlanKind.NONE:
+                return self.jobs.submit(self._spec(tid, key, urls, req, prompts, work), work)
+        log.info("task %s: prompts unchanged, answering from the session", tid)
+        list(session.propagate(self.engine, frames, work.prepared))  # marks them shown
+        for fp in session.results(work.out.labels):
+            work.out.add(fp)
+        return work.out.prediction(self.model_version)
+
+    def _spec(
+        self, tid, key: SessionKey, urls, req: PredictRequest, prompts, work: Work
+    ) -> JobSpec:
+        """What the job store keeps to run the job again after a crash."""
+        return JobSpec(
             task_id=tid,
-            key=session.request_key(work.out.labels, self.model_version),
+            key=work.session.request_key(work.out.labels, self.model_version),
             urls=list(urls),
             label_config=req.config,
             prompts=prompts_to_json(prompts),
             answer_labels=sorted(work.out.labels.values()),
             model_version=self.model_version,
-            session={"key": asdict(key), "prompts": session.export_prompts()},
+            session={"key": asdict(key), "prompts": work.session.export_prompts()},
         )
-        return self.jobs.submit(spec, work)
 
     def _prepare(self, session, frames, schema, answer, key: SessionKey, deadline) -> Work:
         """The session's plan with its keyframes segmented, and the frames it reuses."""
@@ -172,6 +190,9 @@ class TrackAnythingModel:
             out.add_keyframe(fp)
         return SessionRun(session, prepared, frames, cache_key, out)
 
+    def _empty(self) -> dict[str, Any]:
+        return {"result": [], "score": 0.0, "model_version": self.model_version}
+
     def _busy(self) -> str:
         self.metrics.inc("busy_total", help="requests refused because the budget ran out")
         return (
@@ -191,7 +212,9 @@ class TrackAnythingModel:
             if job.state.status is JobStatus.FAILED:
                 raise job.exception or RuntimeError(job.state.error or "propagation failed")
             job.state.deliver_to_ls = self.connection.configured and job.spec.task_id is not None
-            partial = job.payload.out.prediction(self.model_version)
+            partial = (
+                job.payload.out.prediction(self.model_version) if job.payload else self._empty()
+            )
         then = "will write the result to Label Studio" if job.state.deliver_to_ls else "continues"
         log.info("task %s: budget reached at %d/%d frames; job %s %s", job.spec.task_id,
                  job.state.frames_done, job.state.frames_total, job.state.id, then)  # fmt: skip
@@ -217,19 +240,32 @@ class TrackAnythingModel:
         spec = job.spec
         if not spec.session:
             raise ValueError("this job was saved by an older version and cannot be resumed")
-        frames = self.frames.frames(spec.task_id, spec.urls)
+        frames = same_size(self.frames.frames(spec.task_id, spec.urls))
         key = SessionKey(**spec.session["key"])
+        schema = parse_label_config(
+            spec.label_config, max_bytes=self.settings.label_config_max_bytes
+        )
         session = self.sessions.get(key, len(spec.urls))
-        session.import_prompts(spec.session["prompts"])
-        answer = [o for o, label in session.labels.items() if label in spec.answer_labels]
-        schema = parse_label_config(spec.label_config)
+        if "prompts" in spec.session:
+            session.import_prompts(spec.session["prompts"])
+            answer = [o for o, label in session.labels.items() if label in spec.answer_labels]
+        else:  # deferred batch task: its prompts as Label Studio gave them
+            answer = apply_prompts(session, prompts_from_json(spec.prompts), schema, frames,
+                                   replace_all=True)  # fmt: skip
         return self._prepare(session, frames, schema, answer, key, time.monotonic() + 3600)
 
-    def _write_to_ls(self, spec: JobSpec, prediction: dict[str, Any]) -> int | None:
+    def _write_to_ls(
+        self, spec: JobSpec, prediction: dict[str, Any], is_current: Callable[[], bool]
+    ) -> int | None:
+        """Replace our prediction of the task unless a newer request exists (``is_current``)."""
         if spec.task_id is None or not self.connection.configured:
             return None
         return replace_prediction(
-            self.connection, spec.task_id, prediction, model_version=spec.model_version
+            self.connection,
+            spec.task_id,
+            prediction,
+            model_version=spec.model_version,
+            is_current=is_current,
         )
 
     def list_jobs(self) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from pathlib import Path
 ENGINES = ("auto", "classical", "sam-xmem")
 SAM_MODEL_TYPES = ("vit_b", "vit_l", "vit_h")
 REFINE_MODES = ("off", "auto", "always")
+MEDIA_REDIRECTS = ("same-origin", "off")
 
 
 class ConfigError(ValueError):
@@ -88,6 +89,8 @@ class Settings:
     )
     verify_ssl: bool = field(default=True, metadata={"env": "VERIFY_SSL"})
     media_timeout_s: float = field(default=30.0, metadata={"env": "MEDIA_TIMEOUT_S"})
+    max_media_bytes: int = field(default=64 * 1024 * 1024, metadata={"env": "MAX_MEDIA_BYTES"})
+    media_redirects: str = field(default="same-origin", metadata={"env": "MEDIA_REDIRECTS"})
     max_frames: int = field(default=2000, metadata={"env": "MAX_FRAMES"})
     max_frame_pixels: int = field(default=3840 * 2160, metadata={"env": "MAX_FRAME_PIXELS"})
     frame_cache_size: int = field(default=64, metadata={"env": "FRAME_CACHE_SIZE"})
@@ -107,10 +110,14 @@ class Settings:
     predict_budget_s: float = field(default=60.0, metadata={"env": "PREDICT_BUDGET_S"})
     busy_timeout_s: float | None = field(default=None, metadata={"env": "BUSY_TIMEOUT_S"})
     job_workers: int = field(default=1, metadata={"env": "JOB_WORKERS"})
+    max_concurrent_predicts: int = field(default=4, metadata={"env": "MAX_CONCURRENT_PREDICTS"})
 
     basic_auth_user: str = field(default="", metadata={"env": "BASIC_AUTH_USER"})
     basic_auth_pass: str = field(default="", repr=False, metadata={"env": "BASIC_AUTH_PASS"})
     max_request_bytes: int = field(default=64 * 1024 * 1024, metadata={"env": "MAX_REQUEST_BYTES"})
+    label_config_max_bytes: int = field(
+        default=256 * 1024, metadata={"env": "LABEL_CONFIG_MAX_BYTES"}
+    )
     log_level: str = field(default="INFO", metadata={"env": "LOG_LEVEL"})
 
     @property
@@ -133,6 +140,12 @@ class Settings:
             "verify_ssl": _bool(get("VERIFY_SSL", "true"), "VERIFY_SSL"),
             "media_timeout_s": _float(
                 get("MEDIA_TIMEOUT_S", str(d.media_timeout_s)), "MEDIA_TIMEOUT_S", 0.1
+            ),
+            "max_media_bytes": _int(
+                get("MAX_MEDIA_BYTES", str(d.max_media_bytes)), "MAX_MEDIA_BYTES", 1024
+            ),
+            "media_redirects": _choice(
+                get("MEDIA_REDIRECTS", d.media_redirects), "MEDIA_REDIRECTS", MEDIA_REDIRECTS
             ),
             "max_frames": _int(get("MAX_FRAMES", str(d.max_frames)), "MAX_FRAMES", 1),
             "max_frame_pixels": _int(
@@ -171,10 +184,20 @@ class Settings:
                 else None
             ),
             "job_workers": _int(get("JOB_WORKERS", str(d.job_workers)), "JOB_WORKERS", 1),
+            "max_concurrent_predicts": _int(
+                get("MAX_CONCURRENT_PREDICTS", str(d.max_concurrent_predicts)),
+                "MAX_CONCURRENT_PREDICTS",
+                1,
+            ),
             "basic_auth_user": get("BASIC_AUTH_USER", ""),
             "basic_auth_pass": get("BASIC_AUTH_PASS", ""),
             "max_request_bytes": _int(
                 get("MAX_REQUEST_BYTES", str(d.max_request_bytes)), "MAX_REQUEST_BYTES", 1024
+            ),
+            "label_config_max_bytes": _int(
+                get("LABEL_CONFIG_MAX_BYTES", str(d.label_config_max_bytes)),
+                "LABEL_CONFIG_MAX_BYTES",
+                1024,
             ),
             "log_level": get("LOG_LEVEL", d.log_level).strip().upper() or "INFO",
         }

@@ -7,7 +7,10 @@ RGB arrays at their native size.
 
 from __future__ import annotations
 
+import io
+import re
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -15,8 +18,13 @@ from typing import Protocol, runtime_checkable
 
 import cv2
 import numpy as np
+from PIL import Image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+MIN_FRAME_SIDE = 16  # px; smaller frames are refused before decoding
+MAX_FRAME_ASPECT = 20.0  # longer side / shorter side; flatter frames are refused
+# Formats whose header is read (by Pillow, without decoding pixels) before OpenCV decodes.
+HEADER_FORMATS = ("JPEG", "PNG", "BMP", "WEBP", "TIFF", "PPM", "JPEG2000")
 
 
 class MediaError(ValueError):
@@ -32,19 +40,69 @@ class FrameSource(Protocol):
         ...
 
 
-def decode_image(data: bytes, *, name: str = "image", max_pixels: int | None = None) -> np.ndarray:
-    """Decode encoded image bytes to H×W×3 uint8 RGB, with a clear error."""
+def image_size(data: bytes, *, name: str = "image") -> tuple[int, int]:
+    """``(width, height)`` read from the image header alone, without decoding any pixels."""
     if not data:
         raise MediaError(f"{name}: empty file")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with Image.open(io.BytesIO(data), formats=HEADER_FORMATS) as im:
+                return im.size
+        except Image.DecompressionBombError as exc:  # beyond Pillow's own ceiling
+            pixels = re.search(r"\d+", str(exc))
+            size = f"{pixels.group()} pixels" if pixels else "its size"
+            raise MediaError(
+                f"{name}: {size} is far over the frame size limit (MAX_FRAME_PIXELS)"
+            ) from None
+        except Exception:  # any header parser failure on untrusted bytes
+            raise MediaError(
+                f"{name}: not a readable image (corrupt, or not one of "
+                "JPEG, PNG, BMP, WebP, TIFF, PPM, JPEG 2000)"
+            ) from None
+
+
+def check_frame_size(
+    width: int,
+    height: int,
+    *,
+    name: str = "image",
+    max_pixels: int | None = None,
+    min_side: int = MIN_FRAME_SIDE,
+    max_aspect: float = MAX_FRAME_ASPECT,
+) -> None:
+    """Refuse frames over ``max_pixels`` (MAX_FRAME_PIXELS), tiny or extremely elongated."""
+    if max_pixels is not None and width * height > max_pixels:
+        raise MediaError(
+            f"{name}: {width}x{height} exceeds the frame size limit "
+            f"of {max_pixels} pixels (MAX_FRAME_PIXELS)"
+        )
+    if min(width, height) < min_side:
+        raise MediaError(
+            f"{name}: {width}x{height} is too small for tracking "
+            f"(each side must be at least {min_side} px)"
+        )
+    if max(width, height) > max_aspect * min(width, height):
+        raise MediaError(
+            f"{name}: {width}x{height} is too elongated for tracking "
+            f"(aspect ratio above {max_aspect:g}:1)"
+        )
+
+
+def decode_image(data: bytes, *, name: str = "image", max_pixels: int | None = None) -> np.ndarray:
+    """Decode encoded image bytes to H×W×3 uint8 RGB, with a clear error.
+
+    The size is read from the header and checked (:func:`check_frame_size`) before any
+    pixel is decoded, so an oversized image costs no memory.
+    """
+    width, height = image_size(data, name=name)
+    check_frame_size(width, height, name=name, max_pixels=max_pixels)
     buf = np.frombuffer(data, dtype=np.uint8)
     bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     if bgr is None:
         raise MediaError(f"{name}: not a readable image (corrupt or unsupported format)")
-    if max_pixels is not None and bgr.shape[0] * bgr.shape[1] > max_pixels:
-        raise MediaError(
-            f"{name}: {bgr.shape[1]}x{bgr.shape[0]} exceeds the frame size limit "
-            f"of {max_pixels} pixels (MAX_FRAME_PIXELS)"
-        )
+    # The decoder may differ from the header (EXIF rotation, odd files): check again.
+    check_frame_size(bgr.shape[1], bgr.shape[0], name=name, max_pixels=max_pixels)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from backend.engine import Engine
-from backend.frames import FrameSource
+from backend.frames import FrameSource, MediaError
 from backend.refine import RefineConfig, mask_quality, refine_mask
 from backend.tracker.base import TrackedFrame
 from backend.types import Click, FramePrediction, ObjectPrompt
@@ -37,6 +37,34 @@ Progress = Callable[[int, int], None]
 
 class Cancelled(RuntimeError):
     """Raised inside :func:`segment_video` when ``should_stop`` returns True."""
+
+
+class SameSizeFrames:
+    """A frame source that refuses a frame whose size differs from the first one read, with
+    a message an annotator can act on (trackers need one frame size per video)."""
+
+    def __init__(self, frames: FrameSource):
+        self.inner = frames
+        self.size: tuple[int, int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        frame = self.inner[index]
+        size = (int(frame.shape[1]), int(frame.shape[0]))
+        if self.size is None:
+            self.size, self.first = size, index
+        elif size != self.size:
+            raise MediaError(
+                f"frame {index} is {size[0]}x{size[1]} but frame {self.first} is "
+                f"{self.size[0]}x{self.size[1]}: all frames of a task must have the same size"
+            )
+        return frame
+
+
+def same_size(frames: FrameSource) -> FrameSource:
+    return frames if isinstance(frames, SameSizeFrames) else SameSizeFrames(frames)
 
 
 @dataclass
@@ -99,6 +127,7 @@ def segment_keyframes(
     cache_key: Hashable | None = None,
 ) -> dict[int, dict[int, Keyframe]]:
     """Masks for every keyframe: ``{frame: {obj_id: Keyframe}}``."""
+    frames = same_size(frames)
     by_frame: dict[int, list[ObjectPrompt]] = {}
     for obj in objects:
         for k in obj.keyframes:
@@ -249,6 +278,7 @@ def segment_video(
     finished frame; ``should_stop()`` is polled between frames and raises
     :class:`Cancelled`.
     """
+    frames = same_size(frames)
     total = len(frames)
     objects = [o for o in objects if o.keyframes]
     if stop is not None and not (backward is False and 0 <= stop < total):

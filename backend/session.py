@@ -43,6 +43,7 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -371,6 +372,17 @@ class InteractiveSession:
         """Equal for requests that ask this session the same thing (duplicate clicks)."""
         text = repr((self.key, self.signature(), sorted(answer), version))
         return f"{self.key.task}:{hashlib.sha1(text.encode()).hexdigest()[:20]}"
+
+    @contextmanager
+    def transaction(self) -> Iterator[InteractiveSession]:
+        """Prompt changes made inside are undone when the block raises: a bad prompt never
+        stays in the task's memory to fail later requests."""
+        saved = self.export_prompts()
+        try:
+            yield self
+        except BaseException:
+            self.import_prompts(saved)
+            raise
 
     def signature(self) -> Signature:
         with self._lock:

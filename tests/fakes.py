@@ -17,11 +17,14 @@ class DiskSegmenter:
 
     name = "fake-disk"
 
-    def __init__(self):
+    def __init__(self, delay_s: float = 0.0):
         self.image = None
         self.set_calls = 0
+        self.delay_s = delay_s  # per image encoding, like a real segmenter's cost
 
     def set_image(self, image, *, cache_key=None):
+        if self.delay_s:
+            time.sleep(self.delay_s)
         self.image = image
         self.set_calls += 1
 
@@ -87,10 +90,10 @@ class CopyTracker:
         return self.sessions[-1]
 
 
-def fake_engine(settings=None, delay_s: float = 0.0) -> Engine:
+def fake_engine(settings=None, delay_s: float = 0.0, segment_delay_s: float = 0.0) -> Engine:
     return Engine(
         name="classical",
-        segmenter=DiskSegmenter(),
+        segmenter=DiskSegmenter(segment_delay_s),
         tracker=CopyTracker(delay_s),
         model_version="tam-fake-test",
         checkpoints={},
@@ -98,5 +101,9 @@ def fake_engine(settings=None, delay_s: float = 0.0) -> Engine:
 
 
 def slow_engine(settings=None) -> Engine:
-    """Fake engine taking ``TAM_FAKE_DELAY_S`` (default 0.05 s) per propagated frame."""
-    return fake_engine(delay_s=float(os.environ.get("TAM_FAKE_DELAY_S", "0.05")))
+    """Fake engine taking ``TAM_FAKE_DELAY_S`` (default 0.05 s) per propagated frame and
+    ``TAM_FAKE_SEGMENT_DELAY_S`` (default 0) per image encoding."""
+    return fake_engine(
+        delay_s=float(os.environ.get("TAM_FAKE_DELAY_S", "0.05")),
+        segment_delay_s=float(os.environ.get("TAM_FAKE_SEGMENT_DELAY_S", "0")),
+    )

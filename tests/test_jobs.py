@@ -150,7 +150,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start_server(tmp_path: Path, port: int, ls_url: str) -> subprocess.Popen:
+def _start_server(tmp_path: Path, port: int, ls_url: str, **overrides: str) -> subprocess.Popen:
+    """A backend subprocess on ``port`` (environment ``overrides`` on top), once healthy."""
     env = {
         **os.environ,
         "PYTHONPATH": str(REPO),
@@ -162,6 +163,7 @@ def _start_server(tmp_path: Path, port: int, ls_url: str) -> subprocess.Popen:
         "LABEL_STUDIO_API_KEY": "legacy-token",
         "PREDICT_BUDGET_S": "0.5",
         "LOG_LEVEL": "INFO",
+        **overrides,
     }
     proc = subprocess.Popen(
         [sys.executable, str(REPO / "_wsgi.py"), "--port", str(port)],

@@ -27,7 +27,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("backend.session", "backend.jobs", "backend.runs"),
     ("backend.ls",),
     ("backend.server", "backend.eval", "backend.cli", "backend.cli_import", "backend.cli_export",
-     "backend.cli_segment", "backend.cli_info", "backend.weights", "backend.__main__"),
+     "backend.cli_segment", "backend.cli_info", "backend.weights", "backend.__main__",
+     "backend.demo"),
 ]  # fmt: skip
 HTTP = ("requests", "httpx", "urllib.request", "flask", "werkzeug", "label_studio_sdk")
 

@@ -137,3 +137,13 @@ def test_fixture_config_still_answers(tmp_path):
     write_frames(tmp_path / "media", "frames", 5)
     out = model.predict(load_fixture("07_")["body"])["results"][0]
     assert out["result"]
+
+
+def test_batch_without_prompts_stores_nothing(tmp_path):
+    model, urls, _ = make(tmp_path)
+    bare = {"tasks": [{"id": 9, "data": {"frames": urls}}], "label_config": CONFIG}
+    assert model.predict(bare) == {"results": []}, "Label Studio stores no empty prediction"
+    annotated = {"id": 10, "data": {"frames": urls}, "annotations": [{"result": [kp(30, 50, 0)]}]}
+    mixed = dict(bare, tasks=[bare["tasks"][0], annotated])
+    results = model.predict(mixed)["results"]
+    assert len(results) == 2 and results[0]["result"] == [] and len(results[1]["result"]) == 6

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from functools import cached_property
 
 from backend.config import Settings
@@ -67,28 +68,50 @@ def _safe(exc: Exception) -> str:
 
 
 def replace_prediction(
-    connection: LabelStudioConnection, task_id: int, prediction: dict, *, model_version: str
-) -> int:
+    connection: LabelStudioConnection,
+    task_id: int,
+    prediction: dict,
+    *,
+    model_version: str,
+    is_current: Callable[[], bool] | None = None,
+) -> int | None:
     """Create ``prediction`` for the task, then delete our older ones (same model_version).
 
-    Creating first means the task never lacks a prediction; each call is one
-    atomic API request, so Label Studio never holds a half-written one.
-    Returns the new prediction's id.
+    Creating first means the task never lacks a prediction; each call is one atomic API
+    request, so Label Studio never holds a half-written one. Only predictions older than
+    the new one (a smaller id) are deleted, never one another job created meanwhile.
+    ``is_current()`` (is this still the newest request of the task?) is asked before
+    creating and again before deleting: if not, nothing is written, or the prediction just
+    created is deleted again. Returns the new prediction's id, None when not written.
     """
+    current = is_current or (lambda: True)
     client = connection.client
-    older = [
-        p.id
-        for p in client.predictions.list(task=task_id)
-        if getattr(p, "model_version", None) == model_version
-    ]
+    if not current():
+        log.info("task %s: prediction not written: a newer request for the task exists", task_id)
+        return None
     created = client.predictions.create(
         task=task_id,
         result=prediction["result"],
         score=prediction.get("score"),
         model_version=model_version,
     )
+    try:
+        still_current = current()
+    except Exception:  # cannot tell: a stale prediction must not stay
+        client.predictions.delete(id=created.id)
+        raise
+    if not still_current:
+        client.predictions.delete(id=created.id)
+        log.info("task %s: prediction %s withdrawn: a newer request came in", task_id, created.id)
+        return None
+    older = [
+        p.id
+        for p in client.predictions.list(task=task_id)
+        if getattr(p, "model_version", None) == model_version
+        and isinstance(p.id, int)
+        and p.id < created.id
+    ]
     for pid in older:
-        if pid != created.id:
-            client.predictions.delete(id=pid)
+        client.predictions.delete(id=pid)
     log.info("task %s: prediction %s written (%d older removed)", task_id, created.id, len(older))
     return created.id

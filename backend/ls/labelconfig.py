@@ -34,14 +34,23 @@ def _labels(control) -> tuple[str, ...]:
     return tuple(getattr(control, "labels", None) or ())
 
 
-def parse_label_config(config: str) -> ProjectSchema:
+MAX_CONFIG_BYTES = 256 * 1024  # real labeling configs are a few kB
+
+
+def parse_label_config(config: str, *, max_bytes: int = MAX_CONFIG_BYTES) -> ProjectSchema:
     """Parse an LS labeling config into a :class:`ProjectSchema`.
 
-    Raises :class:`LabelConfigError` when the config is malformed or lacks an
-    ``Image`` with a ``BrushLabels`` control.
+    Raises :class:`LabelConfigError` when the config is malformed, larger than
+    ``max_bytes`` (refused before parsing), or lacks an ``Image`` with a
+    ``BrushLabels`` control.
     """
     if not isinstance(config, str) or not config.strip():
         raise LabelConfigError("label config is empty")
+    if len(config) > max_bytes:
+        raise LabelConfigError(
+            f"label config is {len(config)} characters; the limit is {max_bytes} "
+            "(LABEL_CONFIG_MAX_BYTES)"
+        )
     try:
         li = LabelInterface(config)
     except Exception as exc:  # the SDK raises several XML/validation types

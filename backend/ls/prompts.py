@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-import numpy as np
 
 from backend.ls.labelconfig import ProjectSchema
 from backend.types import Click, ObjectPrompt
@@ -45,6 +44,7 @@ class RelMask:
     rle: Sequence[int]  # a list from JSON, or bytes when kept compact
     width: int
     height: int
+    region: str = "?"  # the region's id, for error messages
 
 
 @dataclass
@@ -115,13 +115,30 @@ def _item_index(region: dict[str, Any], num_frames: int) -> int:
 
 
 def _percent(value: Any, name: str, region_id: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-        raise PromptError(f"region {region_id}: {name}={value!r} is not a number")
+    try:
+        ok = not isinstance(value, bool) and math.isfinite(float(value))
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok or not isinstance(value, (int, float)):
+        raise PromptError(f"region {region_id}: {name}={str(value)[:40]!r} is not a number")
     if not 0.0 <= float(value) <= 100.0:
         raise PromptError(
             f"region {region_id}: point {name}={value}% is outside the frame (0..100%)"
         )
     return float(value) / 100.0
+
+
+def _positive(region: dict[str, Any], rid: str) -> bool:
+    """``is_positive`` of a smart keypoint: a boolean (missing = positive); ``"true"`` /
+    ``"false"`` and 1 / 0 are read as such, anything else is refused."""
+    raw = region.get("is_positive", True)
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.strip().lower() in ("true", "false"):
+        return raw.strip().lower() == "true"
+    if isinstance(raw, int) and raw in (0, 1):
+        return bool(raw)
+    raise PromptError(f"region {rid}: is_positive={str(raw)[:40]!r} is not true or false")
 
 
 def parse_context(
@@ -140,12 +157,12 @@ def parse_context(
     regions = context.get("result") or []
     if not isinstance(regions, list):
         raise PromptError("context.result must be a list")
-    for region in regions:
+    for n, region in enumerate(regions, 1):
         if not isinstance(region, dict):
             raise PromptError("context.result items must be objects")
         rtype = region.get("type")
         from_name = region.get("from_name")
-        rid = str(region.get("id", "?"))
+        rid = str(region.get("id") or f"#{n} of context.result")[:80]
         if rtype == "keypointlabels" and from_name in (schema.keypoint_name, None):
             label = _region_label(region, ("keypointlabels", "labels"))
             _check_label(label, schema, rid)
@@ -154,7 +171,7 @@ def parse_context(
             click = RelClick(
                 fx=_percent(value.get("x"), "x", rid),
                 fy=_percent(value.get("y"), "y", rid),
-                positive=region.get("is_positive", True) is not False,
+                positive=_positive(region, rid),
             )
             prompts.clicks.setdefault(label, {}).setdefault(frame, []).append(click)
         elif rtype == "brushlabels" and from_name in (schema.brush_name, None):
@@ -168,7 +185,7 @@ def parse_context(
             w, h = region.get("original_width"), region.get("original_height")
             if not (isinstance(w, int) and isinstance(h, int) and w > 0 and h > 0):
                 raise PromptError(f"region {rid}: brush mask needs original_width/height")
-            prompts.masks.setdefault(label, {})[frame] = RelMask(rle=rle, width=w, height=h)
+            prompts.masks.setdefault(label, {})[frame] = RelMask(rle, w, h, rid)
     return prompts
 
 
@@ -194,11 +211,10 @@ def to_object_prompts(
 ) -> list[ObjectPrompt]:
     """Convert relative prompts to pixel prompts for frames of ``frame_size`` (W, H).
 
-    ``decode_mask(rle, height, width) -> bool array`` decodes brush RLE; masks
-    drawn at another size are resized (nearest) to the frame size.
+    ``decode_mask(rle, height, width) -> bool array`` decodes brush RLE. A mask must be
+    drawn at the frame size (checked before decoding, so a region cannot declare a huge
+    size); one that does not decode is refused with its region id.
     """
-    import cv2
-
     width, height = frame_size
     objects: list[ObjectPrompt] = []
     for label in prompts.labels:
@@ -213,12 +229,15 @@ def to_object_prompts(
                 for c in clicks
             ]
         for frame, m in sorted(prompts.masks.get(label, {}).items()):
-            mask = decode_mask(m.rle, m.height, m.width)
             if (m.width, m.height) != (width, height):
-                mask = cv2.resize(
-                    mask.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST
-                ).astype(bool)
-            obj.masks[frame] = mask
+                raise PromptError(
+                    f"region {m.region}: brush mask on frame {frame} is {m.width}x{m.height}, "
+                    f"but the task's frames are {width}x{height}"
+                )
+            try:
+                obj.masks[frame] = decode_mask(m.rle, m.height, m.width)
+            except (ValueError, TypeError, OverflowError) as exc:
+                raise PromptError(f"region {m.region}: brush RLE cannot be read ({exc})") from None
         objects.append(obj)
     objects.sort(key=lambda o: o.obj_id)
     return objects

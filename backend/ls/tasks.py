@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 import numpy as np
 
@@ -29,7 +30,7 @@ class PredictRequest:
     context: dict[str, Any] | None
 
 
-def read_predict(body: dict[str, Any]) -> PredictRequest:
+def read_predict(body: dict[str, Any], *, max_config_bytes: int) -> PredictRequest:
     tasks, config = body.get("tasks"), body.get("label_config")
     if not isinstance(tasks, list) or not tasks:
         raise TaskError("predict: 'tasks' must be a non-empty list")
@@ -40,7 +41,8 @@ def read_predict(body: dict[str, Any]) -> PredictRequest:
         raise TaskError("predict: 'params' must be an object")
     context = params.get("context") or None
     tasks = tasks[:1] if context else tasks  # LS uses only results[0] of an interactive answer
-    return PredictRequest(tasks, config, parse_label_config(config), context)
+    schema = parse_label_config(config, max_bytes=max_config_bytes)
+    return PredictRequest(tasks, config, schema, context)
 
 
 def task_prompts(
@@ -79,6 +81,8 @@ def frame_urls(task: dict[str, Any], schema: ProjectSchema, max_frames: int) -> 
         raise TaskError(f"task {tid}: {schema.frames_key!r} is an empty list")
     if not all(isinstance(u, str) and u.strip() for u in urls):
         raise TaskError(f"task {tid}: every item of {schema.frames_key!r} must be a URL string")
+    for i, url in enumerate(urls):
+        _check_url(url, i, tid)
     if len(urls) > max_frames:
         raise TaskError(
             f"task {tid}: {len(urls)} frames exceed MAX_FRAMES={max_frames}; "
@@ -88,8 +92,25 @@ def frame_urls(task: dict[str, Any], schema: ProjectSchema, max_frames: int) -> 
 
 
 def task_id(task: dict[str, Any]) -> int | None:
+    """The task's id (None when it has none); an id beyond 64 bits is refused."""
     tid = task.get("id")
-    return tid if isinstance(tid, int) and not isinstance(tid, bool) else None
+    if not isinstance(tid, int) or isinstance(tid, bool):
+        return None
+    if not -(2**63) <= tid < 2**63:
+        raise TaskError(f"task id {str(tid)[:30]} is out of range (a 64-bit integer is expected)")
+    return tid
+
+
+def _check_url(url: str, index: int, tid: Any) -> None:
+    """A frame URL must be text a URL can hold: no lone surrogates, no NUL or control
+    characters (also not percent-encoded)."""
+    try:
+        url.encode("utf-8")
+    except UnicodeEncodeError:
+        raise TaskError(f"task {tid}: frame {index} URL is not valid Unicode text") from None
+    decoded = unquote(url)
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in url + decoded):
+        raise TaskError(f"task {tid}: frame {index} URL contains control characters")
 
 
 def session_key(task: dict[str, Any], urls: list[str], *, mode: str) -> SessionKey:

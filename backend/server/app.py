@@ -12,14 +12,17 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import json
 import logging
+import threading
 import time
 from typing import Any, Protocol
 
 from flask import Flask, Response, g, jsonify, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from backend.config import Settings
+from backend.runs import BusyError
 from backend.server.errors import RequestError, status_for
 from backend.server.metrics import Metrics
 
@@ -38,13 +41,23 @@ class Model(Protocol):
 
 
 def _json_body() -> dict[str, Any]:
-    """The request's JSON object, or a RequestError saying what is wrong."""
+    """The request's JSON object, or a RequestError saying what is wrong (a body over
+    MAX_REQUEST_BYTES, chunked or not, is a 413 from the size check while reading)."""
     raw = request.get_data(cache=True)
+    limit = request.max_content_length
+    if limit is not None and request.content_length is None and len(raw) >= limit:
+        # a streamed (chunked) body is cut at the limit while read: it was larger
+        raise RequestEntityTooLarge(f"request body exceeds MAX_REQUEST_BYTES={limit}")
     if not raw.strip():
         raise RequestError("empty request body; expected a JSON object")
-    body = request.get_json(silent=True, force=True)
-    if body is None:
-        raise RequestError("request body is not valid JSON")
+    try:
+        body = json.loads(raw)
+    except RecursionError:
+        raise RequestError(
+            "request body is nested too deeply to be a Label Studio request"
+        ) from None
+    except ValueError:  # also bytes that are not UTF-8
+        raise RequestError("request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise RequestError("request body must be a JSON object")
     return body
@@ -57,11 +70,11 @@ def _error(message: str, status: int) -> Response:
 
 
 def _check_basic_auth(settings: Settings) -> bool:
-    header = request.headers.get("Authorization", "")
-    if not header.startswith("Basic "):
+    scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
+    if scheme.lower() != "basic":  # auth schemes are case-insensitive (RFC 9110)
         return False
     try:
-        user, _, password = base64.b64decode(header[6:], validate=True).decode().partition(":")
+        user, _, password = base64.b64decode(token.strip(), validate=True).decode().partition(":")
     except (binascii.Error, UnicodeDecodeError):
         return False
     ok_user = hmac.compare_digest(user.encode(), settings.basic_auth_user.encode())
@@ -130,15 +143,30 @@ def create_app(settings: Settings, model: Model, metrics: Metrics | None = None)
     def setup() -> Response:
         return jsonify(model.setup(_json_body()))
 
+    # Heavy requests are admitted a few at a time, so request threads stay free for /health,
+    # /metrics and quick refusals while every engine worker is busy.
+    heavy = threading.BoundedSemaphore(settings.max_concurrent_predicts)
+
     @app.post("/predict")
     def predict() -> Response:
-        return jsonify(model.predict(_json_body()))
+        body = _json_body()  # read first: a slow client does not hold a slot
+        if not heavy.acquire(blocking=False):
+            metrics.inc("busy_total", help="requests refused because the backend was busy")
+            raise BusyError(
+                f"the backend is busy: {settings.max_concurrent_predicts} predictions are "
+                "running (MAX_CONCURRENT_PREDICTS); click again in a moment"
+            )
+        try:
+            return jsonify(model.predict(body))
+        finally:
+            heavy.release()
 
     @app.post("/webhook")
     def webhook() -> Response:
-        body = request.get_json(silent=True, force=True)
-        if not isinstance(body, dict):
-            return jsonify({"status": "ignored", "reason": "body is not a JSON object"})
+        try:
+            body = _json_body()
+        except RequestError as exc:
+            return jsonify({"status": "ignored", "reason": str(exc)})
         return jsonify(model.webhook(body))
 
     @app.get("/versions")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from backend.engine import EngineError
 from backend.frames import MediaError
+from backend.jobs import JobStoreError
 from backend.ls.client import LabelStudioAuthError
 from backend.ls.labelconfig import LabelConfigError
 from backend.ls.prompts import PromptError
@@ -29,6 +30,7 @@ STATUS_BY_ERROR: tuple[tuple[type[BaseException], int], ...] = (
     (LabelStudioAuthError, 502),
     (EngineError, 503),
     (BusyError, 503),
+    (JobStoreError, 503),
 )
 
 

@@ -107,9 +107,57 @@ def test_brush_mask_in_context_is_a_keyframe():
         "value": {"format": "rle", "rle": rle.encode(mask), "brushlabels": ["Person"]},
     }
     p = parse_context({"result": [region]}, SCHEMA, 8)
-    objs = to_object_prompts(p, SCHEMA, (400, 200), rle.decode)  # frames are 2x larger
+    objs = to_object_prompts(p, SCHEMA, (200, 100), rle.decode)
     assert objs[0].obj_id == 2 and objs[0].keyframes == [3]
-    assert objs[0].masks[3].shape == (200, 400) and objs[0].masks[3].sum() == 4 * mask.sum()
+    assert (objs[0].masks[3] == mask).all()
+
+
+def test_brush_mask_must_match_the_frames_and_decode():
+    mask = np.zeros((100, 200), bool)
+    region = {
+        "id": "r7",
+        "type": "brushlabels",
+        "from_name": "masks",
+        "item_index": 3,
+        "original_width": 200,
+        "original_height": 100,
+        "value": {"format": "rle", "rle": rle.encode(mask), "brushlabels": ["Person"]},
+    }
+    p = parse_context({"result": [region]}, SCHEMA, 8)
+    with pytest.raises(PromptError, match="r7.*200x100.*400x200"):
+        to_object_prompts(p, SCHEMA, (400, 200), rle.decode)  # decoded at no other size
+    huge = dict(region, original_width=32768, original_height=32767)
+    p = parse_context({"result": [huge]}, SCHEMA, 8)
+    with pytest.raises(PromptError, match="32768x32767"):
+        to_object_prompts(p, SCHEMA, (200, 100), rle.decode)  # refused before decoding
+    for junk in ([1, 2, 3, 255, 7], [0] * 50, ["a"], [10**30]):
+        bad = dict(region, value=dict(region["value"], rle=junk))
+        p = parse_context({"result": [bad]}, SCHEMA, 8)
+        with pytest.raises(PromptError, match="r7: brush RLE cannot be read"):
+            to_object_prompts(p, SCHEMA, (200, 100), rle.decode)
+
+
+@pytest.mark.parametrize(
+    ("raw", "positive"),
+    [(True, True), (False, False), ("false", False), ("True", True), (0, False)],
+)
+def test_is_positive_is_read_strictly(raw, positive):
+    region = {
+        "type": "keypointlabels",
+        "from_name": "clicks",
+        "value": {"x": 10, "y": 10, "keypointlabels": ["Person"]},
+        "is_positive": raw,
+    }
+    p = parse_context({"result": [region]}, SCHEMA, 8)
+    assert p.clicks["Person"][0][0].positive is positive
+
+
+def test_bad_is_positive_and_huge_numbers_are_refused():
+    base = {"type": "keypointlabels", "from_name": "clicks", "id": "k1"}
+    for value, flag in (({"x": 10, "y": 10}, "maybe"), ({"x": 10**30, "y": 10}, True)):
+        region = dict(base, value={**value, "keypointlabels": ["Person"]}, is_positive=flag)
+        with pytest.raises(PromptError, match="k1"):
+            parse_context({"result": [region]}, SCHEMA, 8)
 
 
 def test_real_frontend_context_parses():

@@ -188,3 +188,46 @@ def test_server_still_answers_after_fuzzing(tmp_path_factory):
     body["tasks"][0]["data"]["frames"] = FRAME_URLS
     resp = c.post("/predict", json=body)
     assert resp.status_code == 422 and "frame 4" in resp.get_json()["errors"][0]
+
+
+def brush_region(rle, width, height, index):
+    return {
+        "type": "brushlabels",
+        "from_name": "brush",
+        "to_name": "image",
+        "item_index": index,
+        "original_width": width,
+        "original_height": height,
+        "value": {"format": "rle", "rle": rle, "brushlabels": ["Object"]},
+    }
+
+
+brush_bodies = st.builds(
+    lambda regions: {
+        "tasks": [{"id": 3, "data": {"frames": FRAME_URLS[:4]}}],
+        "label_config": CONFIG,
+        "params": {"context": {"result": regions}},
+    },
+    st.lists(
+        st.builds(
+            brush_region,
+            st.one_of(
+                st.lists(st.integers(-5, 300), max_size=64),
+                st.lists(st.integers(0, 255), min_size=4, max_size=4).map(lambda h: h + [0] * 8),
+                json_values,
+            ),
+            st.one_of(st.just(320), st.integers(-2, 40000), json_values),
+            st.one_of(st.just(240), st.integers(-2, 40000), json_values),
+            st.one_of(st.integers(-1, 5), json_values),
+        ),
+        min_size=1,
+        max_size=3,
+    ),
+)
+nested_bodies = st.integers(1, 3000).map(lambda d: '{"tasks": ' + "[" * d + "]" * d + "}")
+
+
+@FUZZ
+@given(body=st.one_of(brush_bodies, nested_bodies))
+def test_fuzz_brush_rle_and_deep_nesting(tmp_path_factory, body):
+    _post(client(tmp_path_factory), "/predict", body.encode() if isinstance(body, str) else body)
