@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -15,6 +16,14 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = (REPO / ".." / "shared").resolve()
 FIXTURES = SHARED / "ls-fixtures"
 DAVIS = SHARED / "data" / "davis2016-val"
+# an image-sequence project with two labels (objects 1 and 2), as Label Studio sends it
+TWO_LABEL_CONFIG = """<View>
+  <Image name="image" valueList="$frames"/>
+  <BrushLabels name="brush" toName="image"><Label value="A"/><Label value="B"/></BrushLabels>
+  <KeyPointLabels name="kp" toName="image" smart="true">
+    <Label value="A" smart="true"/><Label value="B" smart="true"/>
+  </KeyPointLabels>
+</View>"""
 
 
 def load_fixture(name: str) -> dict:
@@ -65,3 +74,41 @@ def write_frames(root: Path, rel_dir: str, count: int, size=(320, 240)) -> list[
 @pytest.fixture
 def fake_engine_factory():
     return fake_engine
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def backend_process(args: list[str], env: dict[str, str], log_path: Path, port: int):
+    """Run the backend (``args`` after the python executable, in the repo) on loopback until
+    /health answers; yields its URL and stops it afterwards."""
+    import subprocess
+    import sys
+    import time
+
+    import requests
+
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, *args], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if requests.get(f"{url}/health", timeout=1).ok:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("the backend did not start:\n" + log_path.read_text())
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

@@ -6,16 +6,9 @@ import numpy as np
 
 from backend.config import Settings
 from model import TrackAnythingModel
+from tests.conftest import TWO_LABEL_CONFIG as CONFIG
 from tests.conftest import load_fixture, write_frames
 from tests.fakes import fake_engine
-
-CONFIG = """<View>
-  <Image name="image" valueList="$frames"/>
-  <BrushLabels name="brush" toName="image"><Label value="A"/><Label value="B"/></BrushLabels>
-  <KeyPointLabels name="kp" toName="image" smart="true">
-    <Label value="A" smart="true"/><Label value="B" smart="true"/>
-  </KeyPointLabels>
-</View>"""
 
 
 def kp(x, y, frame, label="A", positive=True):

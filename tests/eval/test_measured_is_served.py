@@ -4,36 +4,26 @@ HTTP (as Label Studio calls it) give identical masks on real DAVIS frames, round
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import requests
 from PIL import Image
 
 from backend.eval import runner
 from backend.eval.remote import ServerAnnotators
+from tests.conftest import backend_process, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 DAVIS = REPO.parent / "shared" / "data" / "davis2016-val"
 SEQUENCES = ["car-roundabout", "dog"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def server(tmp_path):
     if not DAVIS.is_dir():
         pytest.fail(f"{DAVIS} is missing (../shared beside the checkout)")
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LABEL_STUDIO")}
     env.update(
         ENGINE="classical",
@@ -41,25 +31,9 @@ def server(tmp_path):
         MODEL_DIR=str(tmp_path / "model_dir"),
         PREDICT_BUDGET_S="600",
     )
-    log = (tmp_path / "server.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "_wsgi.py", "--port", str(port)], cwd=REPO, env=env, stdout=log,
-        stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            try:
-                if requests.get(f"{url}/health", timeout=1).ok:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("the backend did not start:\n" + (tmp_path / "server.log").read_text())
+    args = ["_wsgi.py", "--port", str(port)]
+    with backend_process(args, env, tmp_path / "server.log", port) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
 
 
 def _masks(folder: Path) -> dict[str, np.ndarray]:

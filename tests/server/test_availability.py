@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +17,7 @@ import requests
 from backend.config import Settings
 from backend.server.app import create_app
 from model import TrackAnythingModel
-from tests.conftest import write_frames
+from tests.conftest import backend_process, free_port, write_frames
 from tests.fakes import fake_engine
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,12 +26,6 @@ CONFIG = """<View>
   <BrushLabels name="brush" toName="image"><Label value="A"/></BrushLabels>
   <KeyPointLabels name="kp" toName="image" smart="true"><Label value="A" smart="true"/></KeyPointLabels>
 </View>"""
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def click(urls, task_id):
@@ -50,7 +42,7 @@ def click(urls, task_id):
 def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("load")
     urls = write_frames(tmp / "media", "f", 30)
-    port = _port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LABEL_STUDIO")}
     env.update(
         ENGINE="tests.fakes:slow_engine",
@@ -62,24 +54,10 @@ def server(tmp_path_factory):
         MAX_REQUEST_BYTES=str(2 * 1024 * 1024),
         PYTHONPATH=str(REPO),
     )
-    cmd = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
-           "--threads", "16", "--timeout", "0", "_wsgi:app"]  # fmt: skip
-    log = (tmp / "server.log").open("wb")
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            try:
-                if requests.get(f"{url}/health", timeout=1).ok:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("gunicorn did not start:\n" + (tmp / "server.log").read_text())
+    args = ["-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1", "--threads",
+            "16", "--timeout", "0", "_wsgi:app"]  # fmt: skip
+    with backend_process(args, env, tmp / "server.log", port) as url:
         yield url, urls
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
 
 
 def _slow_client(url: str, stop: threading.Event) -> None:

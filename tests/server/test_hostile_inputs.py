@@ -11,16 +11,9 @@ from backend.config import Settings
 from backend.ls import rle
 from backend.server.app import create_app
 from model import TrackAnythingModel
+from tests.conftest import TWO_LABEL_CONFIG as CONFIG
 from tests.conftest import write_frames
 from tests.fakes import fake_engine
-
-CONFIG = """<View>
-  <Image name="image" valueList="$frames"/>
-  <BrushLabels name="brush" toName="image"><Label value="A"/><Label value="B"/></BrushLabels>
-  <KeyPointLabels name="kp" toName="image" smart="true">
-    <Label value="A" smart="true"/><Label value="B" smart="true"/>
-  </KeyPointLabels>
-</View>"""
 
 
 @pytest.fixture
