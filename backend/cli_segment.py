@@ -104,7 +104,9 @@ def _session(source, frames, objects) -> InteractiveSession:
         SessionKey("cli", None, None, media_fingerprint([str(source)])), len(frames)
     )
     for obj in objects:
-        session.set_object(obj.obj_id, obj.label, clicks=obj.clicks, masks=obj.masks)
+        session.set_object(
+            obj.obj_id, obj.label, clicks=obj.clicks, masks=obj.masks, boxes=obj.boxes
+        )
     return session
 
 

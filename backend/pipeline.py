@@ -153,12 +153,13 @@ def _segment_frame(
     for obj in objects:
         painted = obj.masks.get(k)
         clicks = obj.clicks.get(k, [])
+        box = obj.boxes.get(k)
         if painted is not None and painted.shape != (height, width):
             raise ValueError(
                 f"object {obj.label!r}: mask on frame {k} is {painted.shape[1]}x"
                 f"{painted.shape[0]}, the frame is {width}x{height}"
             )
-        if not clicks:
+        if not clicks and box is None:
             out.setdefault(k, {})[obj.obj_id] = Keyframe(painted.astype(bool), 1.0)
             continue
         if not encoded:
@@ -168,11 +169,12 @@ def _segment_frame(
             encoded = True
         pts, lab = _clicks_to_arrays(clicks)
         prior = None if painted is None else painted.astype(np.float32)
-        multi = len(clicks) == 1
-        res = engine.segmenter.predict(pts, lab, mask_prior=prior, multimask_output=multi)
+        multi = len(clicks) == 1 and box is None
+        kw = {} if box is None else {"box": box.as_array()}
+        res = engine.segmenter.predict(pts, lab, mask_prior=prior, multimask_output=multi, **kw)
         mask = res.best_mask().astype(bool)
         if prior is not None and clicks_violated(mask, clicks):
-            fresh = engine.segmenter.predict(pts, lab, multimask_output=multi).best_mask()
+            fresh = engine.segmenter.predict(pts, lab, multimask_output=multi, **kw).best_mask()
             mask = respect_clicks(mask, clicks, fresh.astype(bool))
         out.setdefault(k, {})[obj.obj_id] = Keyframe(mask, float(res.best_score()))
         log.debug("keyframe %d object %d: %d px", k, obj.obj_id, int(mask.sum()))

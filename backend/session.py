@@ -54,7 +54,7 @@ from backend.engine import Engine
 from backend.frames import FrameSource
 from backend.masks import CompactMask
 from backend.pipeline import Keyframe, segment_keyframes, segment_video
-from backend.types import Click, FramePrediction, ObjectPrompt
+from backend.types import Box, Click, FramePrediction, ObjectPrompt
 
 log = logging.getLogger(__name__)
 
@@ -162,10 +162,11 @@ class _Object:
     label: str
     clicks: dict[int, tuple[Click, ...]] = field(default_factory=dict)
     painted: dict[int, CompactMask] = field(default_factory=dict)
+    boxes: dict[int, Box] = field(default_factory=dict)
 
     @property
     def keyframes(self) -> list[int]:
-        return sorted(set(self.clicks) | set(self.painted))
+        return sorted(set(self.clicks) | set(self.painted) | set(self.boxes))
 
     def signature(self) -> dict[int, tuple]:
         out: dict[int, tuple] = {}
@@ -175,7 +176,9 @@ class _Object:
             )
             painted = self.painted.get(k)
             digest = None if painted is None else hashlib.sha1(painted.runs).hexdigest()[:16]
-            out[k] = (clicks, digest)
+            box = self.boxes.get(k)
+            corners = None if box is None else tuple(round(v, 3) for v in box.as_array().tolist())
+            out[k] = (clicks, digest, corners)
         return out
 
 
@@ -238,6 +241,13 @@ class Prepared:
             )
 
 
+def _checked_box(box: Box) -> Box:
+    values = box.as_array()
+    if not np.isfinite(values).all() or box.x1 <= box.x0 or box.y1 <= box.y0:
+        raise ValueError(f"box {values.tolist()} is empty or not finite (x0 < x1, y0 < y1)")
+    return box
+
+
 def _decode(index: int, fm: FrameMasks, obj_ids: Iterable[int] | None) -> FramePrediction:
     wanted = set(fm) if obj_ids is None else set(obj_ids) & set(fm)
     return FramePrediction(
@@ -270,19 +280,21 @@ class InteractiveSession:
         *,
         clicks: Mapping[int, Sequence[Click]] | None = None,
         masks: Mapping[int, np.ndarray] | None = None,
+        boxes: Mapping[int, Box] | None = None,
     ) -> None:
         """Replace every prompt of one object (Label Studio re-sends all of a label's points)."""
         clicks = {int(k): tuple(v) for k, v in (clicks or {}).items() if v}
         painted = {
             int(k): CompactMask.encode(np.asarray(m, bool)) for k, m in (masks or {}).items()
         }
-        for k in set(clicks) | set(painted):
+        boxed = {int(k): _checked_box(b) for k, b in (boxes or {}).items()}
+        for k in set(clicks) | set(painted) | set(boxed):
             self._check_frame(k)
         with self._lock:
-            if not clicks and not painted:
+            if not clicks and not painted and not boxed:
                 self._objects.pop(obj_id, None)
                 return
-            self._objects[obj_id] = _Object(obj_id, label, clicks, painted)
+            self._objects[obj_id] = _Object(obj_id, label, clicks, painted, boxed)
 
     def add_click(self, obj_id: int, frame: int, click: Click, *, label: str | None = None) -> None:
         """Add one click for an object on a frame (the object is created if new)."""
@@ -290,6 +302,13 @@ class InteractiveSession:
         with self._lock:
             obj = self._object(obj_id, label)
             obj.clicks[frame] = (*obj.clicks.get(frame, ()), click)
+
+    def add_box(self, obj_id: int, frame: int, box: Box, *, label: str | None = None) -> None:
+        """Set the box around an object on a frame (replaces an earlier box there)."""
+        self._check_frame(frame)
+        box = _checked_box(box)
+        with self._lock:
+            self._object(obj_id, label).boxes[frame] = box
 
     def add_mask(
         self, obj_id: int, frame: int, mask: np.ndarray, *, label: str | None = None
@@ -307,6 +326,7 @@ class InteractiveSession:
                 return
             obj.clicks.pop(frame, None)
             obj.painted.pop(frame, None)
+            obj.boxes.pop(frame, None)
             if not obj.keyframes:
                 del self._objects[obj_id]
 
@@ -328,6 +348,7 @@ class InteractiveSession:
                     o.label,
                     clicks={k: list(v) for k, v in o.clicks.items()},
                     masks={k: m.decode() for k, m in o.painted.items()},
+                    boxes=dict(o.boxes),
                 )
                 for o in sorted(self._objects.values(), key=lambda o: o.obj_id)
             ]
@@ -348,6 +369,7 @@ class InteractiveSession:
                             str(k): [m.height, m.width, base64.b64encode(m.runs).decode()]
                             for k, m in o.painted.items()
                         },
+                        "boxes": {str(k): b.as_array().tolist() for k, b in o.boxes.items()},
                     }
                     for o in self._objects.values()
                 ],
@@ -364,6 +386,8 @@ class InteractiveSession:
                 obj.clicks[int(k)] = tuple(Click(float(x), float(y), bool(p)) for x, y, p in v)
             for k, (h, w, runs) in o["masks"].items():
                 obj.painted[int(k)] = CompactMask(int(h), int(w), base64.b64decode(runs))
+            for k, corners in o.get("boxes", {}).items():
+                obj.boxes[int(k)] = Box(*(float(v) for v in corners))
             objects[obj.obj_id] = obj
         with self._lock:
             self._objects = objects
@@ -562,6 +586,7 @@ class InteractiveSession:
                     obj.label,
                     clicks={k: list(obj.clicks[k])} if k in obj.clicks else {},
                     masks={k: rec.prior.decode()} if rec.prior is not None else {},
+                    boxes={k: obj.boxes[k]} if k in obj.boxes else {},
                 )
             )
         if not todo:

@@ -21,23 +21,37 @@ class Click:
     positive: bool = True
 
 
+@dataclass(frozen=True)
+class Box:
+    """A box prompt in native frame pixels: corners (x0, y0) top-left, (x1, y1) bottom-right."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+
+    def as_array(self) -> np.ndarray:
+        return np.array([self.x0, self.y0, self.x1, self.y1], dtype=np.float32)
+
+
 @dataclass
 class ObjectPrompt:
     """Everything the annotator said about one object.
 
     ``obj_id`` is a stable small integer (1, 2, ...) that survives across
-    requests for the same label; ``clicks`` and ``masks`` are keyed by frame
-    index. A frame with clicks or a mask is a *keyframe* for that object.
+    requests for the same label; ``clicks``, ``boxes`` and ``masks`` are keyed by
+    frame index. A frame with clicks, a box or a mask is a *keyframe* for that object.
     """
 
     obj_id: int
     label: str
     clicks: dict[int, list[Click]] = field(default_factory=dict)
     masks: dict[int, np.ndarray] = field(default_factory=dict)
+    boxes: dict[int, Box] = field(default_factory=dict)
 
     @property
     def keyframes(self) -> list[int]:
-        return sorted(set(self.clicks) | set(self.masks))
+        return sorted(set(self.clicks) | set(self.masks) | set(self.boxes))
 
 
 @dataclass

@@ -13,7 +13,7 @@ from backend.tracker.base import TrackedFrame
 
 
 class DiskSegmenter:
-    """Fake segmenter: a disk of radius 20 px around each positive click."""
+    """Fake segmenter: a disk of radius 20 px around each positive click (a box: the box)."""
 
     name = "fake-disk"
 
@@ -28,10 +28,15 @@ class DiskSegmenter:
         self.image = image
         self.set_calls += 1
 
-    def predict(self, point_coords, point_labels, *, mask_prior=None, multimask_output=True):
+    def predict(
+        self, point_coords, point_labels, *, mask_prior=None, multimask_output=True, box=None
+    ):
         h, w = self.image.shape[:2]
         yy, xx = np.mgrid[:h, :w]
         mask = np.zeros((h, w), bool)
+        if box is not None:  # the box itself, filled
+            x0, y0, x1, y1 = box
+            mask = (xx >= x0) & (xx < x1) & (yy >= y0) & (yy < y1)
         for (x, y), lab in zip(point_coords, point_labels, strict=True):
             disk = (xx - x) ** 2 + (yy - y) ** 2 <= 20**2
             mask = mask | disk if lab == 1 else mask & ~disk

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from backend.config import Settings
+from backend.ls import rle
 from model import TrackAnythingModel
 from tests.conftest import TWO_LABEL_CONFIG as CONFIG
 from tests.conftest import load_fixture, write_frames
@@ -39,9 +40,9 @@ def make(tmp_path):
     priors = []
     predict = engine.segmenter.predict
 
-    def recording(points, labels, *, mask_prior=None, multimask_output=True):
+    def recording(points, labels, *, mask_prior=None, **kw):
         priors.append(None if mask_prior is None else mask_prior.copy())
-        return predict(points, labels, mask_prior=mask_prior, multimask_output=multimask_output)
+        return predict(points, labels, mask_prior=mask_prior, **kw)
 
     engine.segmenter.predict = recording
     return TrackAnythingModel(settings, engine_factory=lambda: engine), urls, priors
@@ -140,3 +141,21 @@ def test_batch_without_prompts_stores_nothing(tmp_path):
     mixed = dict(bare, tasks=[bare["tasks"][0], annotated])
     results = model.predict(mixed)["results"]
     assert len(results) == 2 and results[0]["result"] == [] and len(results[1]["result"]) == 6
+
+
+def test_a_box_through_predict(tmp_path):
+    model, urls, _ = make(tmp_path)
+    config = CONFIG.replace(
+        "</View>",
+        '<RectangleLabels name="box" toName="image" smart="true"><Label value="A"/>'
+        "</RectangleLabels></View>",
+    )
+    box = {"type": "rectanglelabels", "from_name": "box", "to_name": "image", "item_index": 1,
+           "value": {"x": 25, "y": 25, "width": 50, "height": 50, "rectanglelabels": ["A"]}}  # fmt: skip
+    body = {"tasks": [{"id": 11, "data": {"frames": urls}}], "label_config": config,
+            "params": {"context": {"result": [box]}}}  # fmt: skip
+    answer = model.predict(body)["results"][0]["result"]
+    assert sorted(r["item_index"] for r in answer) == list(range(6))
+    frame1 = next(r for r in answer if r["item_index"] == 1)
+    mask = rle.decode(frame1["value"]["rle"], 240, 320)
+    assert mask[60:180, 80:240].all() and mask.sum() == 120 * 160

@@ -171,3 +171,21 @@ def test_store_keys_by_content_and_keeps_a_byte_budget():
     assert b.nbytes > 0
     store.trim(keep=other.key)
     assert other.key in store and b.key not in store
+
+
+def test_box_prompt_is_a_keyframe_and_survives_export():
+    from backend.types import Box
+
+    engine, src = fake_engine(), frames()
+    s = InteractiveSession(key(), N)
+    s.add_box(1, 2, Box(10, 10, 30, 25), label="A")
+    assert sorted(run(s, engine, src)) == list(range(N))
+    mask = s.shown(1, 2)
+    assert mask[10:25, 10:30].all() and mask.sum() == 20 * 15, "the fake fills the box"
+    copy = InteractiveSession(key(), N)
+    copy.import_prompts(s.export_prompts())
+    assert copy.signature() == s.signature()
+    s.add_box(1, 2, Box(40, 10, 60, 25))  # a moved box: that frame changes, it is the first
+    assert s.plan().kind is PlanKind.FULL
+    with pytest.raises(ValueError, match="empty"):
+        s.add_box(1, 3, Box(5, 5, 5, 9))

@@ -25,6 +25,7 @@ class ProjectSchema:
     frames_key: str  # task.data key with the frame URL list ($frames → "frames")
     brush_name: str  # from_name of our brushlabels results
     keypoint_name: str | None  # from_name of the clicks (None: batch only)
+    rectangle_name: str | None  # from_name of box prompts (RectangleLabels on the image)
     brush_labels: tuple[str, ...]
     keypoint_labels: tuple[str, ...]
     is_sequence: bool  # True for valueList (one task = many frames)
@@ -90,11 +91,20 @@ def parse_label_config(config: str, *, max_bytes: int = MAX_CONFIG_BYTES) -> Pro
         ),
         None,
     )
+    rectangle = next(
+        (
+            c
+            for c in li.controls
+            if c.tag == "RectangleLabels" and c.to_name and c.to_name[0] == image_name
+        ),
+        None,
+    )
     return ProjectSchema(
         image_name=image_name,
         frames_key=frames_key,
         brush_name=brush.name,
         keypoint_name=keypoint.name if keypoint is not None else None,
+        rectangle_name=rectangle.name if rectangle is not None else None,
         brush_labels=_labels(brush),
         keypoint_labels=_labels(keypoint) if keypoint is not None else (),
         is_sequence=bool(value_list),

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from backend.ls.labelconfig import ProjectSchema
-from backend.types import Click, ObjectPrompt
+from backend.types import Box, Click, ObjectPrompt
 
 
 class PromptError(ValueError):
@@ -47,19 +47,34 @@ class RelMask:
     region: str = "?"  # the region's id, for error messages
 
 
+@dataclass(frozen=True)
+class RelBox:
+    """A box prompt in fractions of the frame size (0..1): top-left corner, width, height."""
+
+    fx: float
+    fy: float
+    fw: float
+    fh: float
+
+
 @dataclass
 class PromptSet:
-    """Parsed context: ``clicks[label][frame]`` and ``masks[label][frame]``."""
+    """Parsed context: ``clicks``, ``masks`` and ``boxes``, each ``[label][frame]``."""
 
     clicks: dict[str, dict[int, list[RelClick]]] = field(default_factory=dict)
     masks: dict[str, dict[int, RelMask]] = field(default_factory=dict)
+    boxes: dict[str, dict[int, RelBox]] = field(default_factory=dict)
 
     @property
     def labels(self) -> list[str]:
-        return sorted(set(self.clicks) | set(self.masks))
+        return sorted(set(self.clicks) | set(self.masks) | set(self.boxes))
+
+    @property
+    def keyframes(self) -> set[int]:
+        return {k for d in (self.clicks, self.masks, self.boxes) for f in d.values() for k in f}
 
     def is_empty(self) -> bool:
-        return not self.clicks and not self.masks
+        return not self.clicks and not self.masks and not self.boxes
 
     def fingerprint(self) -> str:
         """A stable hash of the prompts (same clicks → same hash), for caches."""
@@ -77,6 +92,10 @@ class PromptSet:
                     for k, m in sorted(frames.items())
                 }
                 for lab, frames in sorted(self.masks.items())
+            },
+            "b": {
+                lab: {str(k): [round(v, 6) for v in vars(b).values()] for k, b in frames.items()}
+                for lab, frames in sorted(self.boxes.items())
             },
         }
         return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
@@ -174,6 +193,19 @@ def parse_context(
                 positive=_positive(region, rid),
             )
             prompts.clicks.setdefault(label, {}).setdefault(frame, []).append(click)
+        elif (
+            rtype == "rectanglelabels"
+            and schema.rectangle_name is not None
+            and from_name
+            in (
+                schema.rectangle_name,
+                None,
+            )
+        ):
+            label = _region_label(region, ("rectanglelabels", "labels"))
+            _check_label(label, schema, rid)
+            frame = _item_index(region, num_frames)
+            prompts.boxes.setdefault(label, {})[frame] = _box(_value(region), rid)
         elif rtype == "brushlabels" and from_name in (schema.brush_name, None):
             value = _value(region)
             rle = value.get("rle")
@@ -187,6 +219,20 @@ def parse_context(
                 raise PromptError(f"region {rid}: brush mask needs original_width/height")
             prompts.masks.setdefault(label, {})[frame] = RelMask(rle, w, h, rid)
     return prompts
+
+
+def _box(value: dict[str, Any], rid: str) -> RelBox:
+    """A rectangle region's box; it must lie in the frame, have a size and no rotation."""
+    x, y = _percent(value.get("x"), "x", rid), _percent(value.get("y"), "y", rid)
+    w, h = _percent(value.get("width"), "width", rid), _percent(value.get("height"), "height", rid)
+    if w <= 0 or h <= 0:
+        raise PromptError(f"region {rid}: the box has no size ({w * 100:g}% x {h * 100:g}%)")
+    if x + w > 1.0 + 1e-6 or y + h > 1.0 + 1e-6:
+        raise PromptError(f"region {rid}: the box reaches outside the frame")
+    rotation = value.get("rotation", 0) or 0
+    if not isinstance(rotation, (int, float)) or abs(float(rotation)) > 1e-6:
+        raise PromptError(f"region {rid}: rotated boxes are not supported (rotation={rotation!r})")
+    return RelBox(x, y, w, h)
 
 
 def _check_label(label: str, schema: ProjectSchema, rid: str) -> None:
@@ -228,6 +274,10 @@ def to_object_prompts(
                 )
                 for c in clicks
             ]
+        for frame, b in sorted(prompts.boxes.get(label, {}).items()):
+            x0, y0 = b.fx * width, b.fy * height
+            x1, y1 = min(width, (b.fx + b.fw) * width), min(height, (b.fy + b.fh) * height)
+            obj.boxes[frame] = Box(x0, y0, max(x1, x0 + 1), max(y1, y0 + 1))
         for frame, m in sorted(prompts.masks.get(label, {}).items()):
             if (m.width, m.height) != (width, height):
                 raise PromptError(
@@ -257,6 +307,10 @@ def prompts_to_json(prompts: PromptSet) -> dict[str, Any]:
             }
             for lab, frames in prompts.masks.items()
         },
+        "boxes": {
+            lab: {str(k): [b.fx, b.fy, b.fw, b.fh] for k, b in frames.items()}
+            for lab, frames in prompts.boxes.items()
+        },
     }
 
 
@@ -273,5 +327,9 @@ def prompts_from_json(data: dict[str, Any]) -> PromptSet:
         masks={
             lab: {int(k): RelMask(**m) for k, m in frames.items()}
             for lab, frames in data.get("masks", {}).items()
+        },
+        boxes={
+            lab: {int(k): RelBox(*(float(v) for v in b)) for k, b in frames.items()}
+            for lab, frames in data.get("boxes", {}).items()
         },
     )

@@ -57,9 +57,11 @@ def task_prompts(
         return urls, annotation_prompts(task, schema, len(urls))
     prompts = parse_context(context, schema, len(urls))
     if prompts.is_empty():
+        boxes = f" or boxes of <RectangleLabels name={schema.rectangle_name!r}>"
         raise TaskError(
             "interactive context has no keypoints or brush masks of "
             f"<KeyPointLabels name={schema.keypoint_name!r}>"
+            + (boxes if schema.rectangle_name else "")
         )
     return urls, prompts
 
@@ -151,7 +153,7 @@ def apply_prompts(
     frames, brush RLE → masks); returns their object ids. Labels not in ``prompts`` keep
     their earlier prompts (Label Studio sends only the clicked label's points) unless
     ``replace_all``."""
-    first = min(k for f in (*prompts.clicks.values(), *prompts.masks.values()) for k in f)
+    first = min(prompts.keyframes)
     height, width = frames[first].shape[:2]  # the first keyframe is fetched anyway
 
     def decode(data, height, width) -> np.ndarray:
@@ -162,5 +164,7 @@ def apply_prompts(
         for oid in set(session.labels) - {o.obj_id for o in objects}:
             session.remove_object(oid)
     for obj in objects:
-        session.set_object(obj.obj_id, obj.label, clicks=obj.clicks, masks=obj.masks)
+        session.set_object(
+            obj.obj_id, obj.label, clicks=obj.clicks, masks=obj.masks, boxes=obj.boxes
+        )
     return [o.obj_id for o in objects]

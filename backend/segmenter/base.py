@@ -7,7 +7,8 @@ Usage::
     mask = out.best_mask()                   # H×W bool
 
 ``points`` is an ``N×2`` float array of (x, y) in native pixels, ``labels`` an
-``N`` int array (1 = positive, 0 = negative). ``mask_prior`` is an optional
+``N`` int array (1 = positive, 0 = negative); ``box`` an optional ``(x0, y0, x1,
+y1)`` float array in native pixels around the object. ``mask_prior`` is an optional
 ``H×W`` float32 foreground probability at the native size (e.g. a tracker's
 output, or the previous answer on this frame); each segmenter converts it to
 its own prompt form (SAM: 1×256×256 logits in its padded, resized frame).
@@ -59,6 +60,7 @@ class Segmenter(Protocol):
         *,
         mask_prior: np.ndarray | None = None,
         multimask_output: bool = True,
+        box: np.ndarray | None = None,
     ) -> SegmentOutput:
-        """Segment the current image from clicks (see module docstring)."""
+        """Segment the current image from clicks and/or a box (see module docstring)."""
         ...

@@ -302,7 +302,10 @@ class ClassicalSegmenter:
         *,
         mask_prior: np.ndarray | None = None,
         multimask_output: bool = True,
+        box: np.ndarray | None = None,
     ) -> SegmentOutput:
+        """Geodesic seeds from the clicks (and a box: outside it is background, its centre
+        a positive seed when no positive click lies in it) → GrabCut, cut to the box."""
         if self._prep is None:
             raise RuntimeError("set_image must be called before predict")
         prep = self._prep
@@ -329,6 +332,20 @@ class ClassicalSegmenter:
         radius = cfg.click_radius * max(sh, sw)
         pos_seed = _discs((sh, sw), pos * prep.scale, radius)
         neg_seed = _discs((sh, sw), neg * prep.scale, radius)
+        if box is not None:
+            small_box = np.asarray(box, np.float64) * prep.scale
+            inside_box = _box_region((sh, sw), small_box)
+            neg_seed |= ~inside_box
+            pos_seed &= inside_box
+            if not pos_seed.any() and prior_small is None:  # a box alone: GrabCut from it
+                core = _box_core((sh, sw), small_box)
+                cut = self._box_cut(prep, inside_box, core, neg_seed)
+                native = self._to_native(prep, cut)[None] & _box_region((h, w), np.asarray(box), 0)
+                native &= ~_neg_points_mask(neg, h, w)
+                scores = _score([cut], prep.grad, prep.small, core).astype(np.float32)
+                return SegmentOutput(masks=native, scores=scores)
+            if not pos_seed.any():
+                pos_seed |= _box_core((sh, sw), small_box)
         if prior_small is not None:
             pos_seed |= self._prior_core(prep, prior_small, pos_seed, neg_seed)
         if not pos_seed.any():
@@ -349,6 +366,8 @@ class ClassicalSegmenter:
         scores = _score(candidates, prep.grad, prep.small, pos_seed)
         masks = np.stack([self._to_native(prep, m) for m in candidates])
         masks &= ~_neg_points_mask(neg, h, w)
+        if box is not None:
+            masks &= _box_region((h, w), np.asarray(box, np.float64), 0)
         return SegmentOutput(masks=masks, scores=scores.astype(np.float32))
 
     def _prior_core(
@@ -396,6 +415,24 @@ class ClassicalSegmenter:
         mask = np.isin(gc, (GC_FGD, GC_PR_FGD))
         return keep_seeded_components(mask, pos_seed)
 
+    def _box_cut(
+        self, prep: _Prepared, inside: np.ndarray, core: np.ndarray, neg_seed: np.ndarray
+    ) -> np.ndarray:
+        """GrabCut initialised by the box (inside probably object, outside background, the
+        centre object), keeping the largest part: the classic box-to-mask start."""
+        gc = np.full(inside.shape, GC_BGD, np.uint8)
+        gc[inside] = GC_PR_FGD
+        gc[core] = GC_FGD
+        gc[neg_seed] = GC_BGD
+        gc = grabcut_deterministic(prep.small, gc, max(1, self.config.grabcut_iters))
+        mask = np.isin(gc, (GC_FGD, GC_PR_FGD))
+        count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+        if count > 2:
+            sizes = np.bincount(labels.ravel())
+            sizes[0] = 0
+            mask = labels == int(np.argmax(sizes))
+        return mask
+
     def _to_native(self, prep: _Prepared, mask: np.ndarray) -> np.ndarray:
         h, w = prep.image.shape[:2]
         soft = mask.astype(np.float32)
@@ -410,6 +447,26 @@ class ClassicalSegmenter:
             if refined.sum() >= 0.7 * raw.sum():
                 return refined
         return raw
+
+
+def _box_region(shape: tuple[int, int], box: np.ndarray, margin: int = 1) -> np.ndarray:
+    """Pixels inside a box (x0, y0, x1, y1), grown by ``margin`` px for rounding."""
+    h, w = shape
+    x0, y0, x1, y1 = box
+    out = np.zeros(shape, bool)
+    c0, r0 = max(0, int(np.floor(x0)) - margin), max(0, int(np.floor(y0)) - margin)
+    c1, r1 = min(w, int(np.ceil(x1)) + margin), min(h, int(np.ceil(y1)) + margin)
+    out[r0:r1, c0:c1] = True
+    return out
+
+
+def _box_core(shape: tuple[int, int], box: np.ndarray) -> np.ndarray:
+    """An ellipse at the box centre, a quarter of its size: where the object most likely is."""
+    x0, y0, x1, y1 = box
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    rx, ry = max(1.0, (x1 - x0) / 8), max(1.0, (y1 - y0) / 8)
+    return ((xx + 0.5 - cx) / rx) ** 2 + ((yy + 0.5 - cy) / ry) ** 2 <= 1.0
 
 
 def _neg_points_mask(neg: np.ndarray, h: int, w: int) -> np.ndarray:

@@ -341,8 +341,10 @@ class SamSegmenter:
         *,
         mask_prior: np.ndarray | None = None,
         multimask_output: bool = True,
+        box: np.ndarray | None = None,
     ) -> SegmentOutput:
-        """Masks for the current image from clicks (x, y native pixels; 1 = fg, 0 = bg).
+        """Masks for the current image from clicks (x, y native pixels; 1 = fg, 0 = bg) and an
+        optional box (x0, y0, x1, y1 native pixels; SAM's box prompt).
 
         The prompt mask is, in order of precedence: ``mask_prior`` converted by
         :func:`prob_to_mask_input`; the previous answer's chosen logits when these clicks extend
@@ -371,13 +373,15 @@ class SamSegmenter:
             elif self.config.refine_with_previous:
                 mask_input = self._previous_logits(points, labels)
 
-            if len(points) == 0 and mask_input is None:
+            if box is not None:
+                box = np.asarray(box, dtype=np.float64).reshape(4)
+            if len(points) == 0 and mask_input is None and box is None:
                 return self._empty_output(emb.original_size)
 
-            multimask = multimask_output
+            multimask = multimask_output and box is None  # a box is not ambiguous
             if self.config.multimask_single_click_only and len(points) > 1:
                 multimask = False
-            out = self._decode(emb, points, labels, mask_input, multimask)
+            out = self._decode(emb, points, labels, mask_input, multimask, box)
             if len(points):
                 self._remember(points, labels, out.low_res_logits[out.best_index()][None])
             return out
@@ -390,6 +394,7 @@ class SamSegmenter:
         labels: np.ndarray,
         mask_input: np.ndarray | None,
         multimask: bool,
+        box: np.ndarray | None = None,
     ) -> SegmentOutput:
         model = self.model
         prompt_points = None
@@ -402,7 +407,11 @@ class SamSegmenter:
         masks_t = None
         if mask_input is not None:
             masks_t = torch.as_tensor(mask_input, dtype=torch.float, device=self.device)[None]
-        sparse, dense = model.prompt_encoder(points=prompt_points, boxes=None, masks=masks_t)
+        boxes_t = None
+        if box is not None:
+            corners = self.transform.apply_boxes(box[None], emb.original_size)
+            boxes_t = torch.as_tensor(corners, dtype=torch.float, device=self.device)
+        sparse, dense = model.prompt_encoder(points=prompt_points, boxes=boxes_t, masks=masks_t)
         low_res, iou = model.mask_decoder(
             image_embeddings=emb.features,
             image_pe=model.prompt_encoder.get_dense_pe(),

@@ -166,3 +166,46 @@ def test_real_frontend_context_parses():
     p = parse_context(body["params"]["context"], schema, len(body["tasks"][0]["data"]["frames"]))
     flags = [c.positive for clicks in p.clicks["Object"].values() for c in clicks]
     assert False in flags and True in flags
+
+
+BOX_CONFIG = """<View>
+  <Image name="img" valueList="$clip"/>
+  <BrushLabels name="masks" toName="img"><Label value="Car"/></BrushLabels>
+  <RectangleLabels name="boxes" toName="img" smart="true"><Label value="Car"/></RectangleLabels>
+</View>"""
+
+
+def rect(x, y, w, h, frame=1, **extra):
+    value = {"x": x, "y": y, "width": w, "height": h, "rotation": 0, "rectanglelabels": ["Car"]}
+    value.update(extra)
+    return {"id": "box1", "type": "rectanglelabels", "from_name": "boxes", "item_index": frame,
+            "value": value}  # fmt: skip
+
+
+def test_rectangle_regions_are_box_prompts():
+    schema = parse_label_config(BOX_CONFIG)
+    assert schema.rectangle_name == "boxes"
+    p = parse_context({"result": [rect(10, 20, 30, 40)]}, schema, 4)
+    (obj,) = to_object_prompts(p, schema, (200, 100), rle.decode)
+    assert obj.keyframes == [1]
+    box = obj.boxes[1]
+    assert (box.x0, box.y0, box.x1, box.y1) == pytest.approx((20, 20, 80, 60))
+    assert (
+        p.fingerprint()
+        != parse_context({"result": [rect(11, 20, 30, 40)]}, schema, 4).fingerprint()
+    )
+
+
+@pytest.mark.parametrize(
+    ("region", "message"),
+    [
+        (rect(10, 10, 0, 5), "no size"),
+        (rect(90, 10, 20, 5), "outside the frame"),
+        (rect(10, 10, 20, 5, rotation=30), "rotated boxes"),
+        (rect(10, 10, "wide", 5), "width="),
+    ],
+)
+def test_bad_boxes_are_refused(region, message):
+    schema = parse_label_config(BOX_CONFIG)
+    with pytest.raises(PromptError, match=message):
+        parse_context({"result": [region]}, schema, 4)

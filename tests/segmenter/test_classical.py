@@ -237,3 +237,22 @@ def test_real_davis_frame_one_click():
     seg.set_image(img)
     out = seg.predict(np.array([[x, y]], float), np.array([1]))
     assert jaccard(out.best_mask(), gt) > 0.6
+
+
+@pytest.mark.parametrize("name", ["dog", "car-roundabout"])
+def test_box_alone_segments_the_object(name):
+    """A tight box around the object on a real DAVIS frame: GrabCut from the box."""
+    from backend.eval.davis import load_sequence, read_ground_truth
+
+    seq = load_sequence(DAVIS, name, 1)
+    gt = read_ground_truth(seq)[0] == 1
+    ys, xs = np.nonzero(gt)
+    box = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32)
+    seg = ClassicalSegmenter()
+    seg.set_image(read_image(seq.images[0]))
+    out = seg.predict(np.zeros((0, 2)), np.zeros(0, int), box=box)
+    mask = out.best_mask()
+    assert jaccard(gt, mask) > 0.7, jaccard(gt, mask)
+    outside = np.ones_like(mask)
+    outside[int(box[1]) : int(box[3]), int(box[0]) : int(box[2])] = False
+    assert not (mask & outside).any(), "nothing outside the box"

@@ -355,3 +355,24 @@ def test_entry_key_depends_on_key_and_model():
     assert entry_key(("t", 1), "m") == entry_key(("t", 1), "m")
     assert entry_key(("t", 1), "m") != entry_key(("t", 2), "m")
     assert entry_key(("t", 1), "m") != entry_key(("t", 1), "n")
+
+
+def test_box_prompt_matches_sam_predictor(seg):
+    """A box (alone, and with a click) goes to SAM's prompt encoder as segment-anything's
+    predictor sends it: same scores, logits and masks."""
+    img = _image(3)
+    pred = SamPredictor(seg.model)
+    pred.set_image(img)
+    seg.set_image(img, cache_key=("box", 0))
+    box = np.array([20.0, 15.0, 90.0, 70.0])
+    ref_m, ref_s, ref_lr = pred.predict(box=box, multimask_output=False)
+    out = seg.predict(np.zeros((0, 2)), np.zeros(0, int), box=box)
+    assert out.masks.shape == (1, H, W), "a box is not ambiguous: one mask"
+    np.testing.assert_allclose(out.scores, ref_s, atol=1e-5)
+    np.testing.assert_allclose(out.low_res_logits, ref_lr, atol=1e-4)
+    assert (out.masks == ref_m).mean() > 0.999
+    seg.set_image(img, cache_key=("box", 1))
+    pts, labels = np.array([[50.0, 40.0]]), np.array([1])
+    ref_m, ref_s, _ = pred.predict(pts, labels, box=box, multimask_output=False)
+    out = seg.predict(pts, labels, box=box)
+    np.testing.assert_allclose(out.scores, ref_s, atol=1e-5)
