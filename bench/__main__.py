@@ -18,6 +18,7 @@ QUICK = [
     ["sam_click.py"],
     ["predict_latency.py"],
     ["long_video.py", "--frames", "3000"],
+    ["tracks.py"],
 ]
 
 
