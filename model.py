@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +21,12 @@ from backend.jobs import Job, JobManager, JobSpec, JobStatus, JobStore
 from backend.ls.client import LabelStudioConnection, replace_prediction
 from backend.ls.labelconfig import parse_label_config
 from backend.ls.media import MediaFetcher, TaskFrameCache
-from backend.ls.prompts import prompts_from_json, prompts_to_json
+from backend.ls.prompts import prompts_from_json
 from backend.ls.results import PredictionBuilder
 from backend.ls.tasks import (
     PredictRequest,
     apply_prompts,
+    job_spec,
     read_predict,
     session_key,
     task_id,
@@ -139,56 +139,35 @@ class TrackAnythingModel:
             return None
         key = session_key(task, urls, mode="interactive" if context is not None else "batch")
         if defer:
-            spec = JobSpec(tid, f"deferred:{key}:{prompts.fingerprint()}", list(urls), req.config,
-                           prompts_to_json(prompts), [], self.model_version, {"key": asdict(key)})  # fmt: skip
-            return self.jobs.submit(spec)
+            return self.jobs.submit(
+                job_spec(tid, key, urls, req.config, prompts, self.model_version)
+            )
         frames = same_size(self.frames.frames(tid, urls))  # one frame size per task
         session = self.sessions.get(key, len(urls))
         with session.transaction():  # a bad prompt (or a refused job) is not remembered
             answer = apply_prompts(session, prompts, schema, frames, replace_all=not context)
             work = self._prepare(session, frames, schema, answer, key, deadline)
             if work.prepared.plan.kind is not PlanKind.NONE:
-                return self.jobs.submit(self._spec(tid, key, urls, req, prompts, work), work)
+                spec = job_spec(tid, key, urls, req.config, prompts, self.model_version,
+                                session=session, labels=work.out.labels)  # fmt: skip
+                return self.jobs.submit(spec, work)
         log.info("task %s: prompts unchanged, answering from the session", tid)
         list(session.propagate(self.engine, frames, work.prepared))  # marks them shown
         for fp in session.results(work.out.labels):
             work.out.add(fp)
         return work.out.prediction(self.model_version)
 
-    def _spec(
-        self, tid, key: SessionKey, urls, req: PredictRequest, prompts, work: Work
-    ) -> JobSpec:
-        """What the job store keeps to run the job again after a crash."""
-        return JobSpec(
-            task_id=tid,
-            key=work.session.request_key(work.out.labels, self.model_version),
-            urls=list(urls),
-            label_config=req.config,
-            prompts=prompts_to_json(prompts),
-            answer_labels=sorted(work.out.labels.values()),
-            model_version=self.model_version,
-            session={"key": asdict(key), "prompts": work.session.export_prompts()},
-        )
-
     def _prepare(self, session, frames, schema, answer, key: SessionKey, deadline) -> Work:
         """The session's plan with its keyframes segmented, and the frames it reuses."""
         assert self.engine is not None
-        cache_key = (key.origin, key.project, key.task, key.media)
-        prepared = prepare_run(
-            self.engine,
-            session,
-            frames,
-            answer=answer,
-            cache_key=cache_key,
-            deadline=deadline,
-            busy=lambda: self._busy(),
-        )
+        prepared = prepare_run(self.engine, session, frames, answer=answer, busy=self._busy,
+                               cache_key=key.cache_key, deadline=deadline)  # fmt: skip
         out = PredictionBuilder({o: session.labels[o] for o in sorted(prepared.answer)}, schema)
         for fp in prepared.reused(out.labels):
             out.add(fp)
         for fp in prepared.keyframe_predictions():
             out.add_keyframe(fp)
-        return SessionRun(session, prepared, frames, cache_key, out)
+        return SessionRun(session, prepared, frames, key.cache_key, out)
 
     def _empty(self) -> dict[str, Any]:
         return {"result": [], "score": 0.0, "model_version": self.model_version}

@@ -83,6 +83,11 @@ class SessionKey:
         """The task regardless of its media (to drop sessions of its old frames)."""
         return (self.origin, self.project, self.task)
 
+    @property
+    def cache_key(self) -> tuple:
+        """A hashable with a deterministic repr (for caches of image encodings on disk)."""
+        return (self.origin, self.project, self.task, self.media)
+
 
 def media_fingerprint(items: Sequence[str]) -> str:
     """A short stable digest of a frame URL list (or one media URL)."""

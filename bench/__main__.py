@@ -19,6 +19,7 @@ QUICK = [
     ["predict_latency.py"],
     ["long_video.py", "--frames", "3000"],
     ["tracks.py"],
+    ["video_decode.py", "--frames", "60", "--repeat", "1"],
 ]
 
 

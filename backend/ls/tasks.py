@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import unquote
 
 import numpy as np
 
 from backend.frames import FrameSource
+from backend.jobs import JobSpec
 from backend.ls import rle
 from backend.ls.labelconfig import ProjectSchema, parse_label_config
-from backend.ls.prompts import PromptSet, parse_context, to_object_prompts
+from backend.ls.prompts import PromptSet, parse_context, prompts_to_json, to_object_prompts
 from backend.session import InteractiveSession, SessionKey, media_fingerprint
 
 
@@ -64,6 +65,34 @@ def task_prompts(
             + (boxes if schema.rectangle_name else "")
         )
     return urls, prompts
+
+
+def job_spec(
+    task_id: int | None,
+    key: SessionKey,
+    urls: list[str],
+    config: str,
+    prompts: PromptSet,
+    model_version: str,
+    *,
+    session: InteractiveSession | None = None,
+    labels: dict[int, str] | None = None,
+) -> JobSpec:
+    """What the job store keeps to run a task's job again after a crash: the session's
+    prompts (or, for a job deferred before its session was set up, Label Studio's)."""
+    if session is None:
+        return JobSpec(task_id, f"deferred:{key}:{prompts.fingerprint()}", list(urls), config,
+                       prompts_to_json(prompts), [], model_version, {"key": asdict(key)})  # fmt: skip
+    return JobSpec(
+        task_id=task_id,
+        key=session.request_key(labels or {}, model_version),
+        urls=list(urls),
+        label_config=config,
+        prompts=prompts_to_json(prompts),
+        answer_labels=sorted((labels or {}).values()),
+        model_version=model_version,
+        session={"key": asdict(key), "prompts": session.export_prompts()},
+    )
 
 
 def frame_urls(task: dict[str, Any], schema: ProjectSchema, max_frames: int) -> list[str]:
