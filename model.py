@@ -20,30 +20,36 @@ from backend.engine import Engine, EngineError, load_engine
 from backend.jobs import Job, JobManager, JobSpec, JobStatus, JobStore
 from backend.ls.client import LabelStudioConnection, replace_prediction
 from backend.ls.labelconfig import parse_label_config
-from backend.ls.media import MediaFetcher, TaskFrameCache
+from backend.ls.media import MediaFetcher, TaskFrameCache, VideoFiles
 from backend.ls.prompts import prompts_from_json
 from backend.ls.results import PredictionBuilder
 from backend.ls.tasks import (
     PredictRequest,
     apply_prompts,
     job_spec,
+    parse_project,
     read_predict,
     session_key,
     task_id,
     task_prompts,
+)
+from backend.ls.video_task import (
+    TrackBuilder,
+    VideoSchema,
 )
 from backend.pipeline import same_size
 from backend.runs import SessionRun, prepare_run, propagate_run
 from backend.server.errors import RequestError
 from backend.server.metrics import Metrics
 from backend.session import PlanKind, SessionKey, SessionStore
+from model_video import VideoTasks
 
 log = logging.getLogger("tam.model")
 EVENTS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED", "ANNOTATION_DELETED"}
-Work = SessionRun[PredictionBuilder]  # a job's payload: the run and its regions so far
+Work = SessionRun[PredictionBuilder | TrackBuilder]  # a job's payload: the run, output so far
 
 
-class TrackAnythingModel:
+class TrackAnythingModel(VideoTasks):
     """Serves /setup, /predict, /webhook, /health and /versions for one engine (built once; a
     broken checkpoint is reported by /health and every /predict, never replaced)."""
 
@@ -63,6 +69,7 @@ class TrackAnythingModel:
             frames_per_task=settings.frame_cache_size,
             max_pixels=settings.max_frame_pixels,
         )
+        self.videos = VideoFiles(self.frames.fetcher, settings.model_dir / "videos")
         self.sessions = SessionStore(int(settings.session_cache_mb * 2**20))
         self.engine, self.engine_name, self.engine_error = load_engine(settings, engine_factory)
         store = JobStore(settings.model_dir / "jobs.sqlite3")
@@ -101,7 +108,7 @@ class TrackAnythingModel:
         if schema_xml is not None:
             if not isinstance(schema_xml, str):
                 raise RequestError("setup: 'schema' must be the labeling config (a string)")
-            parse_label_config(schema_xml, max_bytes=self.settings.label_config_max_bytes)
+            parse_project(schema_xml, self.settings.label_config_max_bytes)  # clear errors
         return {"model_version": self.model_version}
 
     def webhook(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -111,7 +118,12 @@ class TrackAnythingModel:
             return {"status": "ok", "detail": "this backend does not train; nothing to do"}
         if not isinstance(action, str) or action not in EVENTS:
             return {"status": "ignored", "action": str(action)[:100]}
-        return {"status": "ok", "action": action}
+        job = (
+            self._video_event(body)
+            if action in ("ANNOTATION_CREATED", "ANNOTATION_UPDATED")
+            else None
+        )
+        return {"status": "ok", "action": action, **({"job": job.state.id} if job else {})}
 
     # ------------------------------------------------------------------ predict
     def predict(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -131,6 +143,8 @@ class TrackAnythingModel:
         """Hand a task's prompts to its session, segment the keyframes and start propagating
         (``defer``: all of it in a background job). Returns a finished prediction, the
         :class:`Job` for :meth:`_answer`, or None when the task has no prompts."""
+        if isinstance(req.schema, VideoSchema):
+            return self._start_video(task, req, deadline, defer)
         schema, context = req.schema, req.context
         urls, prompts = task_prompts(task, schema, context, self.settings.max_frames)
         tid = task_id(task)
@@ -146,23 +160,27 @@ class TrackAnythingModel:
         session = self.sessions.get(key, len(urls))
         with session.transaction():  # a bad prompt (or a refused job) is not remembered
             answer = apply_prompts(session, prompts, schema, frames, replace_all=not context)
-            work = self._prepare(session, frames, schema, answer, key, deadline)
+            work = self._prepare(session, frames, _brushes(schema), answer, key, deadline)
             if work.prepared.plan.kind is not PlanKind.NONE:
                 spec = job_spec(tid, key, urls, req.config, prompts, self.model_version,
                                 session=session, labels=work.out.labels)  # fmt: skip
                 return self.jobs.submit(spec, work)
+        return self._unchanged(work, tid)
+
+    def _unchanged(self, work: Work, tid: int | None) -> dict[str, Any]:
+        """The answer when the prompts did not change: the session's last run, nothing run."""
         log.info("task %s: prompts unchanged, answering from the session", tid)
-        list(session.propagate(self.engine, frames, work.prepared))  # marks them shown
-        for fp in session.results(work.out.labels):
+        list(work.session.propagate(self.engine, work.frames, work.prepared))  # marks them shown
+        for fp in work.session.results(work.out.labels):
             work.out.add(fp)
         return work.out.prediction(self.model_version)
 
-    def _prepare(self, session, frames, schema, answer, key: SessionKey, deadline) -> Work:
+    def _prepare(self, session, frames, make_out, answer, key: SessionKey, deadline) -> Work:
         """The session's plan with its keyframes segmented, and the frames it reuses."""
         assert self.engine is not None
         prepared = prepare_run(self.engine, session, frames, answer=answer, busy=self._busy,
                                cache_key=key.cache_key, deadline=deadline)  # fmt: skip
-        out = PredictionBuilder({o: session.labels[o] for o in sorted(prepared.answer)}, schema)
+        out = make_out({o: session.labels[o] for o in sorted(prepared.answer)})
         for fp in prepared.reused(out.labels):
             out.add(fp)
         for fp in prepared.keyframe_predictions():
@@ -219,6 +237,8 @@ class TrackAnythingModel:
         spec = job.spec
         if not spec.session:
             raise ValueError("this job was saved by an older version and cannot be resumed")
+        if "video_results" in spec.prompts:
+            return self._video_work(spec, time.monotonic() + 3600, replace_all=True)
         frames = same_size(self.frames.frames(spec.task_id, spec.urls))
         key = SessionKey(**spec.session["key"])
         schema = parse_label_config(
@@ -231,7 +251,9 @@ class TrackAnythingModel:
         else:  # deferred batch task: its prompts as Label Studio gave them
             answer = apply_prompts(session, prompts_from_json(spec.prompts), schema, frames,
                                    replace_all=True)  # fmt: skip
-        return self._prepare(session, frames, schema, answer, key, time.monotonic() + 3600)
+        return self._prepare(
+            session, frames, _brushes(schema), answer, key, time.monotonic() + 3600
+        )
 
     def _write_to_ls(
         self, spec: JobSpec, prediction: dict[str, Any], is_current: Callable[[], bool]
@@ -258,6 +280,11 @@ class TrackAnythingModel:
         counts, help_ = self.jobs.counts(), "propagation jobs in this process by status"
         for s in JobStatus:
             self.metrics.set("jobs", counts.get(s.value, 0), status=s.value, help=help_)
+
+
+def _brushes(schema):
+    """The collector of an image-sequence task's answer: brush regions per frame."""
+    return lambda labels: PredictionBuilder(labels, schema)
 
 
 def _exists(path: Path | None) -> bool:

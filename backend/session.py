@@ -274,6 +274,7 @@ class InteractiveSession:
         self._keyframes: dict[tuple[int, int], _KeyframeRecord] = {}
         self._last: Run | None = None
         self._shown: dict[int, Run] = {}  # obj_id → the run whose masks it was last shown
+        self._names: dict[str, int] = {}  # stable object names (e.g. region ids) → object ids
         self._lock = threading.RLock()
         self._nbytes = 0
 
@@ -339,6 +340,15 @@ class InteractiveSession:
         with self._lock:
             self._objects.pop(obj_id, None)
 
+    def object_id(self, name: str) -> int:
+        """A stable object id for a name (e.g. a Label Studio region id): the same name gets
+        the same id for the session's life, a new name the next free id."""
+        with self._lock:
+            if name not in self._names:
+                taken = set(self._names.values()) | set(self._objects)
+                self._names[name] = next(i for i in range(1, len(taken) + 2) if i not in taken)
+            return self._names[name]
+
     @property
     def labels(self) -> dict[int, str]:
         with self._lock:
@@ -363,6 +373,7 @@ class InteractiveSession:
         with self._lock:
             return {
                 "num_frames": self.num_frames,
+                "names": dict(self._names),
                 "objects": [
                     {
                         "id": o.obj_id,
@@ -396,6 +407,7 @@ class InteractiveSession:
             objects[obj.obj_id] = obj
         with self._lock:
             self._objects = objects
+            self._names.update({str(k): int(v) for k, v in data.get("names", {}).items()})
 
     def request_key(self, answer: Iterable[int], version: str) -> str:
         """Equal for requests that ask this session the same thing (duplicate clicks)."""

@@ -38,13 +38,8 @@ def _labels(control) -> tuple[str, ...]:
 MAX_CONFIG_BYTES = 256 * 1024  # real labeling configs are a few kB
 
 
-def parse_label_config(config: str, *, max_bytes: int = MAX_CONFIG_BYTES) -> ProjectSchema:
-    """Parse an LS labeling config into a :class:`ProjectSchema`.
-
-    Raises :class:`LabelConfigError` when the config is malformed, larger than
-    ``max_bytes`` (refused before parsing), or lacks an ``Image`` with a
-    ``BrushLabels`` control.
-    """
+def check_config_size(config: str, max_bytes: int = MAX_CONFIG_BYTES) -> None:
+    """Refuse an empty or oversized config before any parsing."""
     if not isinstance(config, str) or not config.strip():
         raise LabelConfigError("label config is empty")
     if len(config) > max_bytes:
@@ -52,6 +47,16 @@ def parse_label_config(config: str, *, max_bytes: int = MAX_CONFIG_BYTES) -> Pro
             f"label config is {len(config)} characters; the limit is {max_bytes} "
             "(LABEL_CONFIG_MAX_BYTES)"
         )
+
+
+def parse_label_config(config: str, *, max_bytes: int = MAX_CONFIG_BYTES) -> ProjectSchema:
+    """Parse an LS labeling config into a :class:`ProjectSchema`.
+
+    Raises :class:`LabelConfigError` when the config is malformed, larger than
+    ``max_bytes`` (refused before parsing), or lacks an ``Image`` with a
+    ``BrushLabels`` control.
+    """
+    check_config_size(config, max_bytes)
     try:
         li = LabelInterface(config)
     except Exception as exc:  # the SDK raises several XML/validation types

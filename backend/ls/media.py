@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import ipaddress
 import logging
 import os
@@ -513,6 +514,45 @@ def _redact(url: str) -> str:
     url = _USERINFO.sub(r"\1…@", url)
     shown = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in url)
     return shown if len(shown) <= 300 else shown[:300] + "…"
+
+
+class VideoFiles:
+    """A task's video as a local file, for random-access decoding by timestamp.
+
+    Local-files URLs under LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT are used in place; any other
+    URL is fetched under the same rules and byte cap as frames (MAX_MEDIA_BYTES) into
+    ``folder``, which keeps the ``keep`` most recently used videos.
+    """
+
+    def __init__(self, fetcher: MediaFetcher, folder: Path, *, keep: int = 8):
+        self.fetcher = fetcher
+        self.folder = Path(folder)
+        self.keep = keep
+        self._lock = threading.Lock()
+
+    def path(self, url: str, *, task_id: int | None = None) -> Path:
+        local = self.fetcher._local_path(url.strip()) if isinstance(url, str) else None
+        if local is not None:
+            if not local.is_file():
+                raise MediaError(f"{_redact(url)}: no such video file under the local-files root")
+            return local
+        suffix = Path(urlsplit(url).path).suffix.lower()[:8] or ".video"
+        name = hashlib.sha1(url.encode("utf-8", "surrogatepass")).hexdigest()[:24] + suffix
+        target = self.folder / name
+        with self._lock:
+            if target.is_file():
+                os.utime(target)
+                return target
+        data = self.fetcher.fetch(url, task_id=task_id)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(target.suffix + ".part")
+        tmp.write_bytes(data)
+        tmp.replace(target)
+        with self._lock:
+            videos = sorted(self.folder.glob("*"), key=lambda p: p.stat().st_mtime, reverse=True)
+            for old in videos[self.keep :]:
+                old.unlink(missing_ok=True)
+        return target
 
 
 class TaskFrameCache:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 import numpy as np
@@ -11,9 +11,12 @@ import numpy as np
 from backend.frames import FrameSource
 from backend.jobs import JobSpec
 from backend.ls import rle
-from backend.ls.labelconfig import ProjectSchema, parse_label_config
+from backend.ls.labelconfig import ProjectSchema, check_config_size, parse_label_config
 from backend.ls.prompts import PromptSet, parse_context, prompts_to_json, to_object_prompts
 from backend.session import InteractiveSession, SessionKey, media_fingerprint
+
+if TYPE_CHECKING:
+    from backend.ls.video_task import VideoSchema
 
 
 class TaskError(ValueError):
@@ -27,7 +30,7 @@ class PredictRequest:
 
     tasks: list[Any]
     config: str
-    schema: ProjectSchema
+    schema: ProjectSchema | VideoSchema
     context: dict[str, Any] | None
 
 
@@ -42,8 +45,26 @@ def read_predict(body: dict[str, Any], *, max_config_bytes: int) -> PredictReque
         raise TaskError("predict: 'params' must be an object")
     context = params.get("context") or None
     tasks = tasks[:1] if context else tasks  # LS uses only results[0] of an interactive answer
-    schema = parse_label_config(config, max_bytes=max_config_bytes)
-    return PredictRequest(tasks, config, schema, context)
+    return PredictRequest(tasks, config, parse_project(config, max_config_bytes), context)
+
+
+def parse_project(config: str, max_bytes: int) -> ProjectSchema | VideoSchema:
+    """The project's form: an image-sequence project (masks) or a ``<Video>`` one (boxes)."""
+    from backend.ls.video_task import parse_video_config  # it builds on this module
+
+    check_config_size(config, max_bytes)
+    return parse_video_config(config) or parse_label_config(config, max_bytes=max_bytes)
+
+
+def newest_result(task: dict[str, Any]) -> list[Any]:
+    """The result of the task's newest annotation that was not cancelled ([] when none)."""
+    annotations = [a for a in task.get("annotations") or [] if isinstance(a, dict)]
+    annotations = [a for a in annotations if not a.get("was_cancelled")]
+    if not annotations:
+        return []
+    newest = max(annotations, key=lambda a: str(a.get("updated_at") or a.get("id") or ""))
+    result = newest.get("result") or []
+    return result if isinstance(result, list) else []
 
 
 def task_prompts(
@@ -113,7 +134,7 @@ def frame_urls(task: dict[str, Any], schema: ProjectSchema, max_frames: int) -> 
     if not all(isinstance(u, str) and u.strip() for u in urls):
         raise TaskError(f"task {tid}: every item of {schema.frames_key!r} must be a URL string")
     for i, url in enumerate(urls):
-        _check_url(url, i, tid)
+        check_url(url, i, tid)
     if len(urls) > max_frames:
         raise TaskError(
             f"task {tid}: {len(urls)} frames exceed MAX_FRAMES={max_frames}; "
@@ -132,7 +153,7 @@ def task_id(task: dict[str, Any]) -> int | None:
     return tid
 
 
-def _check_url(url: str, index: int, tid: Any) -> None:
+def check_url(url: str, index: int, tid: Any) -> None:
     """A frame URL must be text a URL can hold: no lone surrogates, no NUL or control
     characters (also not percent-encoded)."""
     try:
@@ -162,12 +183,7 @@ def session_key(task: dict[str, Any], urls: list[str], *, mode: str) -> SessionK
 
 def annotation_prompts(task: dict[str, Any], schema: ProjectSchema, num_frames: int) -> PromptSet:
     """Keyframes for batch predict: the newest annotation's keypoints and brush masks."""
-    annotations = [a for a in task.get("annotations") or [] if isinstance(a, dict)]
-    annotations = [a for a in annotations if not a.get("was_cancelled")]
-    if not annotations:
-        return PromptSet()
-    newest = max(annotations, key=lambda a: str(a.get("updated_at") or a.get("id") or ""))
-    return parse_context({"result": newest.get("result") or []}, schema, num_frames)
+    return parse_context({"result": newest_result(task)}, schema, num_frames)
 
 
 def apply_prompts(

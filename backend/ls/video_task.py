@@ -8,17 +8,31 @@ Studio, 0-based here). Names are read from the config, never assumed.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from label_studio_sdk.label_interface import LabelInterface
 
+from backend.jobs import JobSpec
 from backend.ls.labelconfig import LabelConfigError
 from backend.ls.prompts import PromptError
-from backend.ls.tracks import Keyframe
-from backend.types import Box
+from backend.ls.tasks import TaskError, check_url
+from backend.ls.tracks import (
+    Keyframe,
+    ObjectTrack,
+    TrackFrame,
+    TrackOptions,
+    VideoInfo,
+    mask_box,
+    prediction_score,
+    track_results,
+)
+from backend.session import InteractiveSession, SessionKey
+from backend.types import Box, FramePrediction
 
 DEFAULT_FRAMERATE = 24.0  # the <Video> tag's default in Label Studio 1.23
 
@@ -188,3 +202,126 @@ def _int_or_none(v: Any) -> int | None:
 
 def _float_or_none(v: Any) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def video_url(task: Mapping[str, Any], schema: VideoSchema) -> str:
+    """The task's video URL (``task.data[<key>]``), checked like a frame URL."""
+    data = task.get("data")
+    url = data.get(schema.video_key) if isinstance(data, Mapping) else None
+    if not isinstance(url, str) or not url.strip():
+        raise TaskError(
+            f"task {task.get('id')}: data has no {schema.video_key!r} video URL "
+            f"(the labeling config reads ${schema.video_key})"
+        )
+    check_url(url, 0, task.get("id"))
+    return url
+
+
+def video_job_spec(
+    task_id: int | None,
+    key: SessionKey,
+    url: str,
+    config: str,
+    results: list[Any],
+    model_version: str,
+) -> JobSpec:
+    """What the job store keeps to run a video task's job (again, after a crash): the task's
+    ``videorectangle`` results as Label Studio sent them and the session's key."""
+    digest = hashlib.sha1(json.dumps(results, sort_keys=True, default=str).encode()).hexdigest()
+    return JobSpec(
+        task_id=task_id,
+        key=f"video:{task_id}:{digest[:20]}",
+        urls=[url],
+        label_config=config,
+        prompts={"video_results": results},
+        answer_labels=[],
+        model_version=model_version,
+        session={"key": asdict(key)},
+    )
+
+
+def apply_regions(
+    session: InteractiveSession,
+    regions: Iterable[VideoRegion],
+    schema: VideoSchema,
+    size: tuple[int, int],
+    *,
+    replace_all: bool,
+) -> dict[int, VideoRegion]:
+    """Give the session one object per region (a stable id per region id) with its enabled
+    keyframes as box prompts at ``size`` (W, H); returns the regions by object id. Objects of
+    other regions stay (Label Studio sends one label's boxes) unless ``replace_all``."""
+    width, height = size
+    by_oid: dict[int, VideoRegion] = {}
+    for region in regions:
+        oid = session.object_id(region.region_id)
+        label = region.label or (schema.labels[0] if schema.labels else "object")
+        session.set_object(oid, label, boxes=region.boxes(width, height))
+        if oid in session.labels:
+            by_oid[oid] = region
+    if replace_all:
+        for oid in set(session.labels) - set(by_oid):
+            session.remove_object(oid)
+    return by_oid
+
+
+class TrackBuilder:
+    """Collects a run's frames as boxes of the answered objects and builds the prediction:
+    one ``videorectangle`` per object, compressed to the keyframes Label Studio needs —
+    complete, or partial (the frames done so far)."""
+
+    def __init__(
+        self,
+        labels: dict[int, str],
+        schema: VideoSchema,
+        regions: Mapping[int, VideoRegion],
+        video: VideoInfo,
+        options: TrackOptions | None = None,
+    ):
+        self.labels = labels
+        self.schema = schema
+        self.regions = regions
+        self.video = video
+        self.options = options or TrackOptions()
+        self.done: dict[int, dict[int, TrackFrame]] = {}  # frame → obj_id → box and score
+        self.keyframes: dict[int, dict[int, TrackFrame]] = {}
+
+    def _frames(self, fp: FramePrediction) -> dict[int, TrackFrame]:
+        return {
+            o: TrackFrame(fp.index, mask_box(m), float(fp.scores.get(o, 0.0)))
+            for o, m in fp.masks.items()
+            if o in self.labels
+        }
+
+    def add(self, fp: FramePrediction) -> None:
+        self.done[fp.index] = self._frames(fp)
+
+    def add_keyframe(self, fp: FramePrediction) -> None:
+        self.keyframes[fp.index] = self._frames(fp)
+
+    def prediction(self, model_version: str) -> dict[str, Any]:
+        frames = {**self.keyframes, **self.done}
+        tracks = []
+        for oid, label in sorted(self.labels.items()):
+            region = self.regions.get(oid)
+            seq = [frames[f][oid] for f in sorted(frames) if oid in frames[f]]
+            tracks.append(
+                ObjectTrack(
+                    region_id=region.region_id if region else f"tam-o{oid}",
+                    label=label,
+                    frames=seq,
+                    keyframes=region.keyframes if region else (),
+                )
+            )
+        results = track_results(
+            tracks,
+            from_name=self.schema.rect_name,
+            to_name=self.schema.video_name,
+            video=self.video,
+            options=self.options,
+        )
+        return {
+            "result": results,
+            "score": round(prediction_score(results), 4),
+            "model_version": model_version,
+        }
