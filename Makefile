@@ -1,4 +1,5 @@
 # Track Anything for Label Studio — developer commands.
+#   make demo   a local Label Studio 1.23.2 + this backend with a demo clip, ready to click (Ctrl-C stops)
 #   make run    create .venv, install, serve on $(HOST):$(PORT) (weights-free engine by default)
 #   make test   create .venv, install, run the whole suite (includes a real Label Studio e2e test)
 #   make bench  run the benchmarks and print the tables
@@ -12,7 +13,7 @@ WORKERS ?= 1
 THREADS ?= 16
 STAMP := $(VENV)/.installed
 
-.PHONY: install run dev test lint format bench clean
+.PHONY: install run dev demo test lint format bench clean
 
 install: $(STAMP)
 
@@ -30,6 +31,10 @@ run: install
 
 dev: install
 	$(PY) _wsgi.py --host $(HOST) --port $(PORT)
+
+# DEMO_ARGS: e.g. --ls-port 8081 --backend-port 9091 --frames 50 (python -m backend.demo --help)
+demo: install
+	$(PY) -m backend.demo $(DEMO_ARGS)
 
 test: install
 	$(PY) -m pytest
