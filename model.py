@@ -25,6 +25,7 @@ from backend.ls.prompts import prompts_from_json
 from backend.ls.results import PredictionBuilder
 from backend.ls.tasks import (
     PredictRequest,
+    accepted_labels,
     apply_prompts,
     job_spec,
     parse_project,
@@ -159,7 +160,9 @@ class TrackAnythingModel(VideoTasks):
         frames = same_size(self.frames.frames(tid, urls))  # one frame size per task
         session = self.sessions.get(key, len(urls))
         with session.transaction():  # a bad prompt (or a refused job) is not remembered
-            answer = apply_prompts(session, prompts, schema, frames, replace_all=not context)
+            extend = accepted_labels(task) if context else set()  # see accepted_labels
+            answer = apply_prompts(session, prompts, schema, frames, replace_all=not context,
+                                   extend=extend)  # fmt: skip
             work = self._prepare(session, frames, _brushes(schema), answer, key, deadline)
             if work.prepared.plan.kind is not PlanKind.NONE:
                 spec = job_spec(tid, key, urls, req.config, prompts, self.model_version,

@@ -159,3 +159,26 @@ def test_a_box_through_predict(tmp_path):
     frame1 = next(r for r in answer if r["item_index"] == 1)
     mask = rle.decode(frame1["value"]["rle"], 240, 320)
     assert mask[60:180, 80:240].all() and mask.sum() == 120 * 160
+
+
+def test_after_accept_all_a_lone_correction_keeps_the_earlier_clicks(tmp_path):
+    """Label Studio drops the clicks of accepted suggestions: the correction arrives alone,
+    with our accepted regions in the task's draft. The first click must still count."""
+    model, urls, priors = make(tmp_path)
+    first = model.predict(request(urls, kp(30, 50, 0)))["results"][0]["result"]
+    accepted = [dict(r, origin="prediction") for r in first]  # ids tam-o1-f<k> kept by LS
+    body = request(urls, kp(60, 50, 3))
+    body["tasks"][0]["drafts"] = [{"id": 1, "result": accepted}]
+    second = model.predict(body)["results"][0]["result"]
+    before = {r["item_index"]: r["value"]["rle"] for r in first}
+    after = {r["item_index"]: r["value"]["rle"] for r in second}
+    assert [f for f in range(6) if after[f] != before[f]] == [3, 4, 5], "forward from frame 3"
+    assert len(priors) == 2, "frame 0 was not segmented again"
+    # without the accepted regions the same lone click means: frame 0's click was removed
+    model2, urls2, _ = make(tmp_path / "other")
+    model2.predict(request(urls2, kp(30, 50, 0)))
+    alone = model2.predict(request(urls2, kp(60, 50, 3)))["results"][0]["result"]
+    assert {r["item_index"] for r in alone} == set(range(6))
+    assert model2.sessions and all(
+        set(o.keyframes) == {3} for s in model2.sessions._sessions.values() for o in s.prompts()
+    )

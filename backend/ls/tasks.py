@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
@@ -193,11 +194,13 @@ def apply_prompts(
     frames: FrameSource,
     *,
     replace_all: bool = False,
+    extend: set[str] | frozenset[str] = frozenset(),
 ) -> list[int]:
     """Give the session every label's prompts from ``prompts`` (relative → pixels of the
     frames, brush RLE → masks); returns their object ids. Labels not in ``prompts`` keep
     their earlier prompts (Label Studio sends only the clicked label's points) unless
-    ``replace_all``."""
+    ``replace_all``. Labels in ``extend`` keep their earlier keyframes too, the frames in
+    ``prompts`` replacing theirs (see :func:`accepted_labels`)."""
     first = min(prompts.keyframes)
     height, width = frames[first].shape[:2]  # the first keyframe is fetched anyway
 
@@ -208,8 +211,36 @@ def apply_prompts(
     if replace_all:
         for oid in set(session.labels) - {o.obj_id for o in objects}:
             session.remove_object(oid)
+    earlier = {o.obj_id: o for o in session.prompts()} if extend else {}
     for obj in objects:
+        old = earlier.get(obj.obj_id) if obj.label in extend else None
+        if old is not None:
+            new_frames = set(obj.keyframes)
+            for name in ("clicks", "masks", "boxes"):
+                kept = {k: v for k, v in getattr(old, name).items() if k not in new_frames}
+                setattr(obj, name, {**kept, **getattr(obj, name)})
         session.set_object(
             obj.obj_id, obj.label, clicks=obj.clicks, masks=obj.masks, boxes=obj.boxes
         )
     return [o.obj_id for o in objects]
+
+
+_OUR_REGION = re.compile(r"^tam-o\d+-f\d+$")
+
+
+def accepted_labels(task: dict[str, Any]) -> set[str]:
+    """Labels whose suggestions of ours the annotator accepted (regions with our ids in the
+    task's drafts or annotations). Label Studio drops a label's clicks when its suggestions
+    are accepted, so a later correction arrives alone: for these labels the earlier clicks are
+    kept (:func:`apply_prompts` ``extend``) instead of read as removed."""
+    out: set[str] = set()
+    for item in (*(task.get("drafts") or []), *(task.get("annotations") or [])):
+        result = item.get("result") if isinstance(item, dict) else None
+        for region in result if isinstance(result, list) else []:
+            if not isinstance(region, dict) or not _OUR_REGION.match(str(region.get("id", ""))):
+                continue
+            value = region.get("value")
+            labels = value.get("brushlabels") if isinstance(value, dict) else None
+            if isinstance(labels, list) and labels and isinstance(labels[0], str):
+                out.add(labels[0])
+    return out
