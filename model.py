@@ -70,7 +70,9 @@ class TrackAnythingModel(VideoTasks):
             frames_per_task=settings.frame_cache_size,
             max_pixels=settings.max_frame_pixels,
         )
-        self.videos = VideoFiles(self.frames.fetcher, settings.model_dir / "videos")
+        self.videos = VideoFiles(self.frames.fetcher, settings.model_dir / "videos",
+                                 max_bytes=settings.max_video_bytes,
+                                 timeout_s=settings.video_timeout_s)  # fmt: skip
         self.sessions = SessionStore(int(settings.session_cache_mb * 2**20))
         self.engine, self.engine_name, self.engine_error = load_engine(settings, engine_factory)
         store = JobStore(settings.model_dir / "jobs.sqlite3")

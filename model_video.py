@@ -10,6 +10,7 @@ and every other box of that label), a batch ``/predict`` with the task's annotat
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from typing import Any
 
@@ -73,7 +74,10 @@ class VideoTasks:
         with session.transaction():
             by_oid = apply_regions(session, regions, schema, (source.width, source.height),
                                    replace_all=replace_all)  # fmt: skip
-            out = lambda labels: TrackBuilder(labels, schema, by_oid, info)  # noqa: E731
+            out = functools.partial(
+                TrackBuilder, schema=schema, regions=by_oid, video=info,
+                warning=source.rate_mismatch,
+            )  # fmt: skip
             return self._prepare(session, source, out, list(by_oid), key, deadline)
 
     def _video_event(self, body: dict[str, Any]) -> Job | None:

@@ -91,6 +91,8 @@ class Settings:
     media_timeout_s: float = field(default=30.0, metadata={"env": "MEDIA_TIMEOUT_S"})
     max_media_bytes: int = field(default=64 * 1024 * 1024, metadata={"env": "MAX_MEDIA_BYTES"})
     media_redirects: str = field(default="same-origin", metadata={"env": "MEDIA_REDIRECTS"})
+    max_video_bytes: int = field(default=2 * 1024**3, metadata={"env": "MAX_VIDEO_BYTES"})
+    video_timeout_s: float = field(default=600.0, metadata={"env": "VIDEO_TIMEOUT_S"})
     max_frames: int = field(default=2000, metadata={"env": "MAX_FRAMES"})
     max_frame_pixels: int = field(default=3840 * 2160, metadata={"env": "MAX_FRAME_PIXELS"})
     frame_cache_size: int = field(default=64, metadata={"env": "FRAME_CACHE_SIZE"})
@@ -146,6 +148,12 @@ class Settings:
             ),
             "media_redirects": _choice(
                 get("MEDIA_REDIRECTS", d.media_redirects), "MEDIA_REDIRECTS", MEDIA_REDIRECTS
+            ),
+            "max_video_bytes": _int(
+                get("MAX_VIDEO_BYTES", str(d.max_video_bytes)), "MAX_VIDEO_BYTES", 1024
+            ),
+            "video_timeout_s": _float(
+                get("VIDEO_TIMEOUT_S", str(d.video_timeout_s)), "VIDEO_TIMEOUT_S", 1.0
             ),
             "max_frames": _int(get("MAX_FRAMES", str(d.max_frames)), "MAX_FRAMES", 1),
             "max_frame_pixels": _int(

@@ -120,3 +120,13 @@ def test_bad_video_inputs_get_a_reason(app, payload, status, message):
     _, client = app
     resp = client.post("/predict", json=payload())
     assert resp.status_code == status and message in resp.get_json()["errors"][0], resp.get_json()
+
+
+def test_a_framerate_that_disagrees_with_the_file_is_reported(app):
+    _, client = app
+    wrong = body(rect())
+    wrong["label_config"] = CONFIG.replace('framerate="25.0"', 'framerate="30"')
+    (region,) = client.post("/predict", json=wrong).get_json()["results"][0]["result"]
+    assert "25" in region["meta"]["text"] and "30" in region["meta"]["text"]
+    right = client.post("/predict", json=body(rect("r9"))).get_json()["results"][0]["result"]
+    assert "text" not in right[0].get("meta", {})

@@ -25,6 +25,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, BinaryIO
 from urllib.parse import parse_qs, unquote, urljoin, urlsplit
 
 import numpy as np
@@ -321,8 +322,21 @@ class MediaFetcher:
             raise MediaError(f"{url}: path escapes LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT")
         return path
 
-    def fetch(self, url: str, *, task_id: int | None = None) -> bytes:
-        """Bytes of ``url`` (a task data value); :class:`MediaError` on any failure."""
+    def fetch(
+        self,
+        url: str,
+        *,
+        task_id: int | None = None,
+        sink: BinaryIO | None = None,
+        max_bytes: int | None = None,
+        timeout_s: float | None = None,
+    ) -> bytes:
+        """Bytes of ``url`` (a task data value); :class:`MediaError` on any failure.
+
+        With ``sink`` the body is streamed into it (b"" is returned): a video never sits in
+        memory. ``max_bytes``/``timeout_s`` replace MAX_MEDIA_BYTES/MEDIA_TIMEOUT_S.
+        """
+        kw = {"sink": sink, "cap": max_bytes, "timeout_s": timeout_s}
         if not isinstance(url, str) or not url.strip():
             raise MediaError("frame URL is empty or not a string")
         url = url.strip()
@@ -336,13 +350,13 @@ class MediaFetcher:
         if local is not None:
             return self._read_local(url, local)
         if scheme in _CLOUD_SCHEMES:
-            return self._presigned(url, task_id)
+            return self._presigned(url, task_id, **kw)
         if scheme in ("http", "https"):
             target = parse_media_url(url)
             if self._is_ls(target):
-                return self._get(target, auth=True)
+                return self._get(target, auth=True, **kw)
             if target.host in self.settings.allowed_media_hosts:
-                return self._get(target, auth=False)
+                return self._get(target, auth=False, **kw)
             raise MediaError(
                 f"{_redact(url)}: host {target.host!r} is not allowed; add it to "
                 "ALLOWED_MEDIA_HOSTS or serve the frames through Label Studio"
@@ -353,7 +367,7 @@ class MediaFetcher:
                     f"{url}: relative Label Studio URL but LABEL_STUDIO_URL is not set "
                     "(or set LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT for local files)"
                 )
-            return self._get(parse_media_url(self.settings.label_studio_url + url), auth=True)
+            return self._get(parse_media_url(self.settings.label_studio_url + url), auth=True, **kw)
         raise MediaError(f"{_redact(url)}: unsupported URL (use Label Studio storage or http(s))")
 
     def _read_local(self, url: str, path: Path) -> bytes:
@@ -374,12 +388,12 @@ class MediaFetcher:
             raise MediaError(f"{url}: larger than MAX_MEDIA_BYTES={cap}")
         return data
 
-    def _presigned(self, url: str, task_id: int | None) -> bytes:
+    def _presigned(self, url: str, task_id: int | None, **kw: Any) -> bytes:
         if task_id is None or not self.settings.label_studio_url:
             raise MediaError(f"{url}: cloud URLs need LABEL_STUDIO_URL and a task id")
         uri = base64.urlsafe_b64encode(url.encode()).decode()
         presign = f"{self.settings.label_studio_url}/tasks/{task_id}/presign/?fileuri={uri}"
-        return self._get(parse_media_url(presign), auth=True, presign=True)
+        return self._get(parse_media_url(presign), auth=True, presign=True, **kw)
 
     # -- HTTP -------------------------------------------------------------------------------------
     def _auth_header(self, target: MediaURL) -> dict[str, str]:
@@ -393,19 +407,28 @@ class MediaFetcher:
         except LabelStudioAuthError as exc:
             raise MediaError(str(exc)) from None
 
-    def _get(self, target: MediaURL, *, auth: bool, presign: bool = False) -> bytes:
+    def _get(
+        self,
+        target: MediaURL,
+        *,
+        auth: bool,
+        presign: bool = False,
+        sink: BinaryIO | None = None,
+        cap: int | None = None,
+        timeout_s: float | None = None,
+    ) -> bytes:
         """GET ``target`` and its allowed redirects within one deadline and byte cap."""
         token = self._auth_header(target) if auth else {}
         cloud_hop_left = presign
         hops = 0
-        with _Deadline(self.settings.media_timeout_s) as deadline:
+        with _Deadline(timeout_s or self.settings.media_timeout_s) as deadline:
             while True:
                 headers = token if self._is_ls(target) else {}
                 resp = self._request(target, headers, deadline)
                 try:
                     if resp.status_code not in _REDIRECT_CODES:
                         self._check_status(resp, target)
-                        return self._read_body(resp, target, deadline)
+                        return self._read_body(resp, target, deadline, sink, cap)
                     hops += 1
                     if hops > MAX_REDIRECTS:
                         raise MediaError(
@@ -473,18 +496,29 @@ class MediaFetcher:
         if resp.status_code != 200:
             raise MediaError(f"{_redact(target.url)}: HTTP {resp.status_code}")
 
-    def _read_body(self, resp: requests.Response, target: MediaURL, deadline: _Deadline) -> bytes:
-        cap = self.settings.max_media_bytes
+    def _read_body(
+        self,
+        resp: requests.Response,
+        target: MediaURL,
+        deadline: _Deadline,
+        sink: BinaryIO | None = None,
+        cap: int | None = None,
+    ) -> bytes:
+        cap = cap or self.settings.max_media_bytes
         declared = resp.headers.get("Content-Length", "").strip()
         if declared.isdigit() and int(declared) > cap:
             raise MediaError(
                 f"{_redact(target.url)}: {int(declared)} bytes exceeds MAX_MEDIA_BYTES={cap}"
             )
-        body = bytearray()
+        body, size = bytearray(), 0
         try:
             for chunk in resp.iter_content(chunk_size=_CHUNK):
-                body += chunk
-                if len(body) > cap:
+                size += len(chunk)
+                if sink is None:
+                    body += chunk
+                else:
+                    sink.write(chunk)
+                if size > cap:
                     raise MediaError(f"{_redact(target.url)}: larger than MAX_MEDIA_BYTES={cap}")
                 if deadline.passed:
                     raise self._timeout(target)
@@ -520,14 +554,24 @@ class VideoFiles:
     """A task's video as a local file, for random-access decoding by timestamp.
 
     Local-files URLs under LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT are used in place; any other
-    URL is fetched under the same rules and byte cap as frames (MAX_MEDIA_BYTES) into
-    ``folder``, which keeps the ``keep`` most recently used videos.
+    URL is streamed under the same rules as frames into ``folder`` (at most ``max_bytes``,
+    within ``timeout_s``), which keeps the ``keep`` most recently used videos.
     """
 
-    def __init__(self, fetcher: MediaFetcher, folder: Path, *, keep: int = 8):
+    def __init__(
+        self,
+        fetcher: MediaFetcher,
+        folder: Path,
+        *,
+        keep: int = 8,
+        max_bytes: int | None = None,
+        timeout_s: float | None = None,
+    ):
         self.fetcher = fetcher
         self.folder = Path(folder)
         self.keep = keep
+        self.max_bytes = max_bytes  # None: MAX_MEDIA_BYTES
+        self.timeout_s = timeout_s  # None: MEDIA_TIMEOUT_S
         self._lock = threading.Lock()
 
     def path(self, url: str, *, task_id: int | None = None) -> Path:
@@ -543,11 +587,15 @@ class VideoFiles:
             if target.is_file():
                 os.utime(target)
                 return target
-        data = self.fetcher.fetch(url, task_id=task_id)
         self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(target.suffix + ".part")
-        tmp.write_bytes(data)
-        tmp.replace(target)
+        tmp = target.with_suffix(target.suffix + f".{threading.get_ident()}.part")
+        try:
+            with tmp.open("wb") as sink:  # streamed: the video never sits in memory
+                self.fetcher.fetch(url, task_id=task_id, sink=sink, max_bytes=self.max_bytes,
+                                   timeout_s=self.timeout_s)  # fmt: skip
+            tmp.replace(target)
+        finally:
+            tmp.unlink(missing_ok=True)
         with self._lock:
             videos = sorted(self.folder.glob("*"), key=lambda p: p.stat().st_mtime, reverse=True)
             for old in videos[self.keep :]:

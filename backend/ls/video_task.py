@@ -277,8 +277,10 @@ class TrackBuilder:
         regions: Mapping[int, VideoRegion],
         video: VideoInfo,
         options: TrackOptions | None = None,
+        warning: str | None = None,
     ):
         self.labels = labels
+        self.warning = warning  # e.g. the config's framerate disagrees with the file's
         self.schema = schema
         self.regions = regions
         self.video = video
@@ -320,6 +322,9 @@ class TrackBuilder:
             video=self.video,
             options=self.options,
         )
+        if self.warning:  # shown with the region in Label Studio's editor (meta.text)
+            for r in results:
+                r.setdefault("meta", {})["text"] = self.warning
         return {
             "result": results,
             "score": round(prediction_score(results), 4),

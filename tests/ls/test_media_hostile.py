@@ -501,3 +501,43 @@ def test_formats_without_a_header_reader_are_refused():
     assert cv2.imdecode(np.frombuffer(hdr, np.uint8), cv2.IMREAD_COLOR) is not None
     with pytest.raises(MediaError, match="not a readable image .*JPEG, PNG"):
         decode_image(hdr)
+
+
+def test_videos_stream_to_disk_under_their_own_cap(tmp_path):
+    """A <Video> task's video from an allowed host is streamed into a file (never held in
+    memory), refused past its cap with no partial file left, and reused once downloaded."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from backend.ls.media import MediaFetcher, VideoFiles
+
+    size = 3 * 1024 * 1024
+    hits = []
+
+    class Video(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            hits.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Type", "video/webm")
+            self.end_headers()
+            for _ in range(size // 65536):
+                self.wfile.write(b"v" * 65536)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.6", 0), Video)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.6:{server.server_port}/clip.webm"
+        fetcher = MediaFetcher(Settings(allowed_media_hosts=("127.0.0.6",), max_media_bytes=1024))
+        path = VideoFiles(fetcher, tmp_path / "videos", max_bytes=size).path(url)
+        assert path.stat().st_size == size, "not limited by MAX_MEDIA_BYTES (frames)"
+        assert VideoFiles(fetcher, tmp_path / "videos", max_bytes=size).path(url) == path
+        assert len(hits) == 1, "the second call reuses the file"
+        small = VideoFiles(fetcher, tmp_path / "small", max_bytes=size // 2)
+        with pytest.raises(MediaError, match="larger than"):
+            small.path(url)
+        assert not list((tmp_path / "small").glob("*")), "no partial file left"
+    finally:
+        server.shutdown()
