@@ -48,13 +48,15 @@ DEFAULT_LABELS = ("Object 1", "Object 2", "Object 3")
 _COLOURS = ("#FF3B30", "#0A84FF", "#FFD60A", "#30D158", "#BF5AF2", "#FF9F0A", "#64D2FF", "#FF375F")
 LABEL_CONFIG_TEMPLATE = """<View>
   <Image name="image" valueList="$frames" zoomControl="true" rotateControl="false"/>
+  <Header value="Masks (one label per object): the suggestions land here; pick one only to paint by hand" size="5"/>
   <BrushLabels name="brush" toName="image">
 {brush}
   </BrushLabels>
+  <Header value="Clicks: turn on Auto-Annotation, pick the smart keypoint tool and a label here, click the object (Alt+click = not the object)" size="5"/>
   <KeyPointLabels name="kp" toName="image" smart="true">
 {keypoints}
   </KeyPointLabels>
-</View>"""
+</View>"""  # the same rows as docs/labeling-config.xml
 
 
 class ImportFailed(RuntimeError):
