@@ -1,6 +1,7 @@
-"""``python -m backend export``: a Label Studio project's masks → DAVIS / COCO / YouTube-VIS.
+"""``python -m backend export``: a Label Studio project's masks → DAVIS / COCO / YouTube-VIS, or
+a ``<Video>`` project's tracks → per-frame boxes (MOT text, YOLO files).
 
-A thin layer over :mod:`backend.export`: it fetches the project's labeling config and its
+A thin layer over :mod:`backend.ls.export` and :mod:`backend.ls.export_tracks`: it fetches the project's labeling config and its
 tasks (with annotations and predictions) through label-studio-sdk, or reads a tasks JSON
 file (``--tasks-json``, e.g. Label Studio's JSON export) without any network access.
 """
@@ -16,6 +17,7 @@ from typing import Any
 
 from backend.config import ConfigError, Settings
 from backend.ls.export import FORMATS, ExportError, export_tasks
+from backend.ls.export_tracks import TRACK_FORMATS, export_video_tasks
 from backend.ls.labelconfig import LabelConfigError, parse_label_config
 
 log = logging.getLogger(__name__)
@@ -35,7 +37,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="tasks exported from Label Studio as JSON (offline)",
     )
-    parser.add_argument("--format", required=True, choices=FORMATS)
+    parser.add_argument(
+        "--format",
+        required=True,
+        choices=(*FORMATS, *TRACK_FORMATS),
+        help="masks of image-sequence projects: davis, coco, ytvis; tracks of <Video> "
+        "projects as per-frame boxes: mot, yolo",
+    )
+    parser.add_argument(
+        "--frame-size",
+        metavar="WxH",
+        help="<Video> projects: the video's size (default: read from each task's video)",
+    )
     parser.add_argument("--out", required=True, type=Path, metavar="DIR")
     parser.add_argument(
         "--predictions",
@@ -86,6 +99,66 @@ def _frame_size_reader(settings: Settings):
     return size
 
 
+def _video_schema(config: str):
+    from backend.ls.video_task import parse_video_config
+
+    try:
+        return parse_video_config(config) if config and "<Video" in config else None
+    except LabelConfigError:
+        return None
+
+
+def _export_tracks(args: argparse.Namespace, settings: Settings, tasks: list, video) -> int:
+    """``<Video>`` projects: tracks as per-frame boxes (MOT or YOLO)."""
+    if args.format not in TRACK_FORMATS:
+        return _fail(
+            f"a <Video> project holds tracked boxes, not masks: use --format mot or yolo "
+            f"(not {args.format})"
+        )
+    if video is None and args.frame_size is None:
+        return _fail(
+            "--format mot/yolo needs a <Video> project (or --label-config and --frame-size)"
+        )
+    size = _parse_size(args.frame_size) if args.frame_size else None
+    if args.frame_size and size is None:
+        return _fail(f"--frame-size {args.frame_size!r}: expected WxH, e.g. 854x480")
+
+    def frame_size(task) -> tuple[int, int]:
+        if size is not None:
+            return size
+        from backend.ls.media import MediaFetcher, VideoFiles
+        from backend.ls.video_task import video_url
+        from backend.video_ls import LSVideoFrameSource
+
+        files = VideoFiles(MediaFetcher(settings), settings.model_dir / "videos",
+                           max_bytes=settings.max_video_bytes, timeout_s=settings.video_timeout_s)  # fmt: skip
+        with LSVideoFrameSource(files.path(video_url(task, video), task_id=task.get("id")),
+                                video.framerate) as src:  # fmt: skip
+            return src.width, src.height
+
+    try:
+        summary = export_video_tasks(
+            tasks,
+            args.format,
+            args.out,
+            labels=video.labels if video is not None else (),
+            use_predictions=args.predictions,
+            frame_size=frame_size,
+        )
+    except (ExportError, ValueError) as exc:
+        return _fail(str(exc), 1)
+    print(json.dumps(summary))
+    if summary["tasks"] == 0:
+        print("error: nothing exported (no task with a tracked box)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _parse_size(text: str) -> tuple[int, int] | None:
+    w, _, h = text.lower().partition("x")
+    return (int(w), int(h)) if w.isdigit() and h.isdigit() and int(w) and int(h) else None
+
+
 def main(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -124,6 +197,9 @@ def main(args: argparse.Namespace) -> int:
             return _fail(f"Label Studio request failed: {str(exc)[:400]}", 1)
         raise
 
+    video = _video_schema(config)
+    if video is not None or args.format in TRACK_FORMATS:
+        return _export_tracks(args, settings, tasks, video)
     labels: tuple[str, ...] = ()
     frames_key, brush_name = "frames", None
     if config:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -261,3 +261,57 @@ def write_yolo(
     (out_dir / "classes.txt").write_text("".join(n + "\n" for n in names))
     log.info("YOLO: %d boxes on %d frames → %s", boxes, frames_count, out_dir)
     return paths
+
+
+TRACK_FORMATS = ("mot", "yolo")
+
+
+def export_video_tasks(
+    tasks: Iterable[Mapping[str, Any]],
+    fmt: str,
+    out: Path,
+    *,
+    labels: Sequence[str] = (),
+    use_predictions: bool = False,
+    frame_size: Callable[[Mapping[str, Any]], tuple[int, int]],
+) -> dict[str, Any]:
+    """Every ``<Video>`` task's tracks as per-frame boxes: ``mot`` (one ``task-<id>.txt``) or
+    ``yolo`` (a ``task-<id>/`` folder of per-frame files and ``classes.txt``).
+
+    A task's result is its newest annotation (or, with ``use_predictions``, its newest
+    prediction when it has none); ``frame_size(task)`` gives the video's (width, height).
+    Returns a summary: tasks, tracks, boxes written, files, tasks skipped (no track).
+    """
+    from backend.ls.export import ExportError, chosen_result
+
+    if fmt not in TRACK_FORMATS:
+        raise ExportError(f"unknown track format {fmt!r}; expected one of mot, yolo")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary: dict[str, Any] = {"format": fmt, "tasks": 0, "tracks": 0, "boxes": 0, "files": []}
+    skipped: list[Any] = []
+    for task in tasks:
+        result = chosen_result(task, use_predictions=use_predictions) or []
+        tracks = tracks_from_results(result)
+        if not tracks:
+            skipped.append(task.get("id"))
+            continue
+        width, height = frame_size(task)
+        tracks = tracks_from_results(result, frame_size=(width, height))
+        name = f"task-{task.get('id')}"
+        frames = max((f for t in tracks for f in t.boxes), default=0)
+        frames = max(
+            [frames, *(int((r.get("value") or {}).get("framesCount") or 0) for r in result)]
+        )
+        if fmt == "mot":
+            path = write_mot(tracks, out / f"{name}.txt", width, height)
+            summary["files"].append(path.name)
+        else:
+            classes = class_indices(tracks, labels)
+            write_yolo(tracks, out / name, frames_count=frames, classes=classes)
+            summary["files"].append(f"{name}/")
+        summary["tasks"] += 1
+        summary["tracks"] += len(tracks)
+        summary["boxes"] += sum(len(t.boxes) for t in tracks)
+    summary["skipped"] = skipped
+    return summary
