@@ -111,3 +111,35 @@ def test_interactive_label_applied_to_a_box(label_studio, video_task, tam_backen
     assert len(track["value"]["sequence"]) >= 1
     after_submit = h.interactive_annotate(label_studio.client, int(ml["id"]), tid, [])
     assert after_submit == []
+
+
+def test_two_objects_and_a_correction_keyframe(label_studio, video_task, tam_backend):
+    """The interactive call carries every box of the label, as the UI sends it: two boxes (the
+    car, and a patch of road as a second object), the car's with a correction keyframe on
+    frame 20. Two tracks come back, the annotator's keyframe is kept exactly, and the car's
+    track follows the ground truth after the correction."""
+    pid, tid, width, height = video_task
+    gt = _gt_boxes()
+    ml = next(m for m in label_studio.client.get("/api/ml", params={"project": pid}))
+    car = _box_region("car3", 1, gt[0], width, height)
+    fix = _box_region("x", 20, gt[19], width, height)["value"]["sequence"][0]
+    car["value"]["sequence"].append(fix)
+    road = _box_region("road1", 1, (20, 400, 180, 470), width, height)
+    results = h.interactive_annotate(label_studio.client, int(ml["id"]), tid, [car, road])
+    by_id = {r["id"]: r for r in results}
+    assert set(by_id) == {"car3", "road1"}, list(by_id)
+    seq = by_id["car3"]["value"]["sequence"]
+    kept = [k for k in seq if k["frame"] == 20]
+    assert (
+        kept
+        and kept[0]["x"] == pytest.approx(fix["x"])
+        and kept[0]["width"] == pytest.approx(fix["width"])
+    )
+    boxes = sequence_boxes(seq, FRAMES)
+    ious = []
+    for frame in range(20, FRAMES + 1):
+        x, y, w, hh = boxes[frame]
+        px = (x * width / 100, y * height / 100, (x + w) * width / 100, (y + hh) * height / 100)
+        ious.append(_iou(px, gt[frame - 1]))
+    print(f"video e2e, two objects: car IoU after the correction {np.mean(ious):.3f}")
+    assert np.mean(ious) > 0.6, ious
