@@ -111,10 +111,9 @@ def _video_schema(config: str):
 def _export_tracks(args: argparse.Namespace, settings: Settings, tasks: list, video) -> int:
     """``<Video>`` projects: tracks as per-frame boxes (MOT or YOLO)."""
     if args.format not in TRACK_FORMATS:
-        return _fail(
-            f"a <Video> project holds tracked boxes, not masks: use --format mot or yolo "
-            f"(not {args.format})"
-        )
+        if video is None:
+            return _fail(f"--format {args.format} needs an image-sequence or <Video> project")
+        return _export_video_masks(args, settings, tasks, video)
     if video is None and args.frame_size is None:
         return _fail(
             "--format mot/yolo needs a <Video> project (or --label-config and --frame-size)"
@@ -126,12 +125,10 @@ def _export_tracks(args: argparse.Namespace, settings: Settings, tasks: list, vi
     def frame_size(task) -> tuple[int, int]:
         if size is not None:
             return size
-        from backend.ls.media import MediaFetcher, VideoFiles
         from backend.ls.video_task import video_url
         from backend.video_ls import LSVideoFrameSource
 
-        files = VideoFiles(MediaFetcher(settings), settings.model_dir / "videos",
-                           max_bytes=settings.max_video_bytes, timeout_s=settings.video_timeout_s)  # fmt: skip
+        files = _video_files(settings)
         with LSVideoFrameSource(files.path(video_url(task, video), task_id=task.get("id")),
                                 video.framerate) as src:  # fmt: skip
             return src.width, src.height
@@ -150,6 +147,65 @@ def _export_tracks(args: argparse.Namespace, settings: Settings, tasks: list, vi
     print(json.dumps(summary))
     if summary["tasks"] == 0:
         print("error: nothing exported (no task with a tracked box)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _video_files(settings: Settings):
+    from backend.ls.media import MediaFetcher, VideoFiles
+
+    return VideoFiles(MediaFetcher(settings), settings.model_dir / "videos",
+                      max_bytes=settings.max_video_bytes, timeout_s=settings.video_timeout_s)  # fmt: skip
+
+
+def _export_video_masks(args: argparse.Namespace, settings: Settings, tasks: list, video) -> int:
+    """``<Video>`` projects keep tracked boxes in Label Studio, not masks: the masks are
+    computed again from each task's boxes with the configured engine (the same session as the
+    server), then written like an image-sequence project's (one object per label)."""
+    from backend.engine import EngineError, build_engine
+    from backend.ls import rle
+    from backend.ls.export import BrushRegion, ClipSequence, chosen_result, export_sequences
+    from backend.ls.video_task import apply_regions, video_regions, video_url
+    from backend.session import InteractiveSession, SessionKey, media_fingerprint
+    from backend.video_ls import LSVideoFrameSource
+
+    try:
+        engine = build_engine(settings.engine, settings)
+    except EngineError as exc:
+        return _fail(str(exc), 1)
+    files, ids = _video_files(settings), {label: k + 1 for k, label in enumerate(video.labels)}
+    sequences = []
+    try:
+        for task in tasks:
+            tid = task.get("id")
+            result = chosen_result(task, use_predictions=args.predictions) or []
+            regions = video_regions(result, video)
+            if not regions:
+                continue
+            path = files.path(video_url(task, video), task_id=tid)
+            with LSVideoFrameSource(path, video.framerate) as src:
+                key = SessionKey("export", None, tid, media_fingerprint([str(path)]))
+                session = InteractiveSession(key, len(src))
+                size = (src.width, src.height)
+                by_oid = apply_regions(session, regions, video, size, replace_all=True)
+                label_of = {oid: session.labels[oid] for oid in by_oid}
+                for label in label_of.values():
+                    ids.setdefault(label, len(ids) + 1)
+                seq = ClipSequence(f"task-{tid}", [f"{i + 1}" for i in range(len(src))],
+                                   task_ids=[tid], size=(src.height, src.width))  # fmt: skip
+                for fp in session.run(engine, src):
+                    for oid, mask in fp.masks.items():
+                        if oid in label_of and mask.any():
+                            region = BrushRegion(ids[label_of[oid]], bytes(rle.encode(mask)),
+                                                 src.height, src.width)  # fmt: skip
+                            seq.regions.setdefault(fp.index, []).append(region)
+                sequences.append(seq)
+        summary = export_sequences(sequences, ids, args.format, args.out)
+    except (ExportError, ValueError) as exc:
+        return _fail(str(exc), 1)
+    print(json.dumps(summary.as_dict()))
+    if summary.sequences == 0:
+        print("error: nothing exported (no task with a box)", file=sys.stderr)
         return 1
     return 0
 

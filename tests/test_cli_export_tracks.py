@@ -61,7 +61,8 @@ def test_yolo_files_per_frame_with_classes(tmp_path):
     assert files[7].read_text() == "", "nothing shown after the span ends"
 
 
-def test_size_is_read_from_the_video(tmp_path, monkeypatch, capsys):
+def _video(tmp_path, monkeypatch) -> None:
+    """A 10-frame 160x120 WebM at the local-files path the tasks name."""
     root = tmp_path / "media"
     (root / "v").mkdir(parents=True)
     writer = cv2.VideoWriter(
@@ -72,11 +73,26 @@ def test_size_is_read_from_the_video(tmp_path, monkeypatch, capsys):
     writer.release()
     monkeypatch.setenv("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT", str(root))
     monkeypatch.setenv("MODEL_DIR", str(tmp_path / "md"))
+
+
+def test_size_is_read_from_the_video(tmp_path, monkeypatch, capsys):
+    _video(tmp_path, monkeypatch)
     assert _run(tmp_path, "mot") == 0
     first = (tmp_path / "out" / "task-7.txt").read_text().splitlines()[0].split(",")
     assert float(first[2]) == pytest.approx(16) and float(first[4]) == pytest.approx(32)
 
 
-def test_masks_of_a_video_project_are_refused_with_a_reason(tmp_path, capsys):
-    assert _run(tmp_path, "davis", "--frame-size", "200x100") == 2
-    assert "use --format mot or yolo" in capsys.readouterr().err
+def test_masks_of_a_video_project_are_computed_again_from_the_boxes(tmp_path, monkeypatch):
+    """DAVIS masks of a <Video> task: its boxes through the configured engine (here the fake:
+    a box segments as itself, the tracker carries it), one object per label."""
+    from backend.masks import read_index_png
+
+    _video(tmp_path, monkeypatch)
+    monkeypatch.setenv("ENGINE", "tests.fakes:fake_engine")
+    assert _run(tmp_path, "davis") == 0
+    files = sorted((tmp_path / "out" / "Annotations" / "task-7").glob("*.png"))
+    assert len(files) == 10, "every frame of the video"
+    first = read_index_png(files[0])
+    assert set(np.unique(first)) == {0, 2}, "Person is the config's second label"
+    ys, xs = np.nonzero(first)
+    assert (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) == (16, 24, 48, 60)
