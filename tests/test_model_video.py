@@ -130,3 +130,14 @@ def test_a_framerate_that_disagrees_with_the_file_is_reported(app):
     assert "25" in region["meta"]["text"] and "30" in region["meta"]["text"]
     right = client.post("/predict", json=body(rect("r9"))).get_json()["results"][0]["result"]
     assert "text" not in right[0].get("meta", {})
+
+
+def test_a_box_of_the_same_label_missing_from_the_request_was_deleted(app):
+    model, client = app
+    client.post("/predict", json=body(rect("a"), rect("b", 20, (200, 150, 260, 200))))
+    client.post("/predict", json=body(rect("p", 1, (10, 10, 40, 40), "Person")))
+    (session,) = [s for s in model.sessions._sessions.values() if s.key.origin.startswith("video")]
+    assert sorted(session.labels.values()) == ["Car", "Car", "Person"]
+    answer = client.post("/predict", json=body(rect("a"))).get_json()["results"][0]["result"]
+    assert [r["id"] for r in answer] == ["a"]
+    assert sorted(session.labels.values()) == ["Car", "Person"], "box b was deleted, p stays"

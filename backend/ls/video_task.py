@@ -250,7 +250,8 @@ def apply_regions(
 ) -> dict[int, VideoRegion]:
     """Give the session one object per region (a stable id per region id) with its enabled
     keyframes as box prompts at ``size`` (W, H); returns the regions by object id. Objects of
-    other regions stay (Label Studio sends one label's boxes) unless ``replace_all``."""
+    other labels stay (Label Studio sends one label's boxes) unless ``replace_all``; objects of
+    the sent labels that were not sent are removed."""
     width, height = size
     by_oid: dict[int, VideoRegion] = {}
     for region in regions:
@@ -259,8 +260,11 @@ def apply_regions(
         session.set_object(oid, label, boxes=region.boxes(width, height))
         if oid in session.labels:
             by_oid[oid] = region
-    if replace_all:
-        for oid in set(session.labels) - set(by_oid):
+    # Label Studio sends every box of the applied label: a box of that label missing from the
+    # request was deleted (with ``replace_all``, any box missing was)
+    sent = {session.labels[o] for o in by_oid}
+    for oid, label in list(session.labels.items()):
+        if oid not in by_oid and (replace_all or label in sent):
             session.remove_object(oid)
     return by_oid
 

@@ -13,7 +13,9 @@ import pytest
 
 from backend.ls.export_tracks import sequence_boxes
 
-SEQUENCE, FRAMES, FPS = "car-roundabout", 30, 25
+# scooter-black moves and grows: the first frame's box held still scores a mean IoU of only
+# about 0.29 over these frames (it is 0.86 on car-roundabout, which would prove nothing)
+SEQUENCE, FRAMES, FPS = "scooter-black", 30, 25
 CONFIG = (h.REPO_ROOT / "docs" / "labeling-config-video.xml").read_text()
 
 
@@ -94,9 +96,10 @@ def test_submitted_box_comes_back_as_a_tracked_prediction(label_studio, video_ta
         px = (x * width / 100, y * height / 100, (x + w) * width / 100, (y + hh) * height / 100)
         ious.append(_iou(px, gt[frame - 1]))
     keyframes = len(result["value"]["sequence"])
+    held = np.mean([_iou(gt[0], box) for box in gt])  # the first box, never moved
     print(f"video e2e: mean box IoU {np.mean(ious):.3f} (min {min(ious):.3f}) over {FRAMES} "
-          f"frames, {keyframes} keyframes")  # fmt: skip
-    assert np.mean(ious) > 0.6, ious
+          f"frames, {keyframes} keyframes; the first box held still: {held:.3f}")  # fmt: skip
+    assert np.mean(ious) > max(0.6, held + 0.2), (held, ious)
     assert keyframes < FRAMES, "compressed to keyframes"
 
 
