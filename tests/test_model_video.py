@@ -141,3 +141,14 @@ def test_a_box_of_the_same_label_missing_from_the_request_was_deleted(app):
     answer = client.post("/predict", json=body(rect("a"))).get_json()["results"][0]["result"]
     assert [r["id"] for r in answer] == ["a"]
     assert sorted(session.labels.values()) == ["Car", "Person"], "box b was deleted, p stays"
+
+
+def test_an_unreadable_video_is_a_422(app, tmp_path):
+    _, client = app
+    bad = tmp_path / "media" / "v" / "broken.webm"
+    bad.write_bytes(b"\x1a\x45\xdf\xa3 not really a video" * 50)
+    payload = body(rect())
+    payload["tasks"][0]["data"]["video"] = "/data/local-files/?d=v/broken.webm"
+    resp = client.post("/predict", json=payload)
+    assert resp.status_code == 422, resp.get_json()
+    assert "broken.webm" in resp.get_json()["errors"][0]
