@@ -122,13 +122,14 @@ def _export_tracks(args: argparse.Namespace, settings: Settings, tasks: list, vi
     if args.frame_size and size is None:
         return _fail(f"--frame-size {args.frame_size!r}: expected WxH, e.g. 854x480")
 
+    files = _video_files(settings) if size is None else None
+
     def frame_size(task) -> tuple[int, int]:
-        if size is not None:
+        if files is None:
             return size
         from backend.ls.video_task import video_url
         from backend.video_ls import LSVideoFrameSource
 
-        files = _video_files(settings)
         with LSVideoFrameSource(files.path(video_url(task, video), task_id=task.get("id")),
                                 video.framerate) as src:  # fmt: skip
             return src.width, src.height
@@ -144,11 +145,7 @@ def _export_tracks(args: argparse.Namespace, settings: Settings, tasks: list, vi
         )
     except (ExportError, ValueError) as exc:
         return _fail(str(exc), 1)
-    print(json.dumps(summary))
-    if summary["tasks"] == 0:
-        print("error: nothing exported (no task with a tracked box)", file=sys.stderr)
-        return 1
-    return 0
+    return _report(summary, summary["tasks"], "no task with a tracked box")
 
 
 def _video_files(settings: Settings):
@@ -203,9 +200,14 @@ def _export_video_masks(args: argparse.Namespace, settings: Settings, tasks: lis
         summary = export_sequences(sequences, ids, args.format, args.out)
     except (ExportError, ValueError) as exc:
         return _fail(str(exc), 1)
-    print(json.dumps(summary.as_dict()))
-    if summary.sequences == 0:
-        print("error: nothing exported (no task with a box)", file=sys.stderr)
+    return _report(summary.as_dict(), summary.sequences, "no task with a box")
+
+
+def _report(summary: dict[str, Any], exported: int, why_none: str) -> int:
+    """Print the summary (JSON on stdout); exit code 1 when nothing was exported."""
+    print(json.dumps(summary))
+    if exported == 0:
+        print(f"error: nothing exported ({why_none})", file=sys.stderr)
         return 1
     return 0
 
@@ -282,8 +284,4 @@ def main(args: argparse.Namespace) -> int:
             )
     except ExportError as exc:
         return _fail(str(exc), 1)
-    print(json.dumps(summary.as_dict()))
-    if summary.sequences == 0:
-        print("error: nothing exported (no task with frames)", file=sys.stderr)
-        return 1
-    return 0
+    return _report(summary.as_dict(), summary.sequences, "no task with frames")

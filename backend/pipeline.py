@@ -45,7 +45,8 @@ class SameSizeFrames:
 
     def __init__(self, frames: FrameSource):
         self.inner = frames
-        self.size: tuple[int, int] | None = None
+        self.size: tuple[int, int] | None = None  # (width, height) of the first frame read
+        self.first = 0  # its index
 
     def __len__(self) -> int:
         return len(self.inner)
