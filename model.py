@@ -22,7 +22,7 @@ from backend.ls.client import LabelStudioConnection, replace_prediction
 from backend.ls.labelconfig import parse_label_config
 from backend.ls.media import MediaFetcher, TaskFrameCache, VideoFiles
 from backend.ls.prompts import prompts_from_json
-from backend.ls.results import PredictionBuilder
+from backend.ls.results import PredictionBuilder, low_quality_frames
 from backend.ls.tasks import (
     PredictRequest,
     accepted_labels,
@@ -232,9 +232,12 @@ class TrackAnythingModel(VideoTasks):
         self.sessions.trim(keep=work.session.key)
         with job.lock:
             prediction = work.out.prediction(job.spec.model_version)
-        log.info("task %s: %s run, %d frames recomputed in %.2fs; score %.3f", job.spec.task_id,
-                 work.prepared.plan.kind.value, computed, time.perf_counter() - t0,
-                 prediction["score"])  # fmt: skip
+        masks = [r for r in prediction["result"] if r.get("type") == "brushlabels"]
+        low = low_quality_frames(masks, self.settings.quality_threshold)
+        log.info("task %s: %s run, %d frames recomputed in %.2fs; score %.3f; %d frame(s) below "
+                 "quality %.2f%s", job.spec.task_id, work.prepared.plan.kind.value, computed,
+                 time.perf_counter() - t0, prediction["score"], len(low),
+                 self.settings.quality_threshold, f": {low[:20]}" if low else "")  # fmt: skip
         return prediction
 
     def _resume(self, job: Job[Work]) -> Work:

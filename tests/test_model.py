@@ -182,3 +182,12 @@ def test_after_accept_all_a_lone_correction_keeps_the_earlier_clicks(tmp_path):
     assert model2.sessions and all(
         set(o.keyframes) == {3} for s in model2.sessions._sessions.values() for o in s.prompts()
     )
+
+
+def test_frames_below_the_quality_threshold_are_logged(tmp_path, caplog):
+    model, urls, _ = make(tmp_path)
+    model.settings = Settings(**{**vars(model.settings), "quality_threshold": 0.85})
+    with caplog.at_level("INFO", logger="tam.model"):
+        model.predict(request(urls, kp(30, 50, 0)))
+    (line,) = [r.getMessage() for r in caplog.records if "below quality" in r.getMessage()]
+    assert "5 frame(s) below quality 0.85: [1, 2, 3, 4, 5]" in line, line
