@@ -95,7 +95,11 @@ class TrackAnythingModel(VideoTasks):
             "status": "UP" if self.engine is not None and store_error is None else "ERROR",
             "engine": self.engine_name,
             "model_version": self.model_version,
-            "checkpoints": {"sam": _exists(s.sam_checkpoint), "xmem": _exists(s.xmem_checkpoint)},
+            "checkpoints": {
+                "sam": _exists(s.sam_checkpoint),
+                "xmem": _exists(s.xmem_checkpoint),
+                "sam2": _exists(s.sam2_checkpoint),
+            },
             "device": s.device,
         }
         errors = [e for e in (self.engine_error, store_error) if e]

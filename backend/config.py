@@ -12,7 +12,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-ENGINES = ("auto", "classical", "sam-xmem")
+ENGINES = ("auto", "classical", "sam-xmem", "sam2")
+SAM2_MODELS = (
+    "sam2.1_hiera_t",
+    "sam2.1_hiera_s",
+    "sam2.1_hiera_b+",
+    "sam2.1_hiera_l",
+    "sam2_hiera_t",
+    "sam2_hiera_s",
+    "sam2_hiera_b+",
+    "sam2_hiera_l",
+)
 SAM_MODEL_TYPES = ("vit_b", "vit_l", "vit_h")
 REFINE_MODES = ("off", "auto", "always")
 MEDIA_REDIRECTS = ("same-origin", "off")
@@ -102,6 +112,9 @@ class Settings:
     sam_checkpoint: Path | None = field(default=None, metadata={"env": "SAM_CHECKPOINT"})
     sam_model_type: str = field(default="vit_b", metadata={"env": "SAM_MODEL_TYPE"})
     xmem_checkpoint: Path | None = field(default=None, metadata={"env": "XMEM_CHECKPOINT"})
+    sam2_checkpoint: Path | None = field(default=None, metadata={"env": "SAM2_CHECKPOINT"})
+    sam2_model: str = field(default="", metadata={"env": "SAM2_MODEL"})  # "" = from file name
+    sam2_image_size: int = field(default=0, metadata={"env": "SAM2_IMAGE_SIZE"})  # 0 = config's
     device: str = field(default="cpu", metadata={"env": "DEVICE"})
     internal_size: int = field(default=480, metadata={"env": "INTERNAL_SIZE"})
     refine: str = field(default="", metadata={"env": "REFINE"})  # "" = engine default
@@ -171,6 +184,13 @@ class Settings:
                 get("SAM_MODEL_TYPE", d.sam_model_type), "SAM_MODEL_TYPE", SAM_MODEL_TYPES
             ),
             "xmem_checkpoint": _path(get("XMEM_CHECKPOINT", "")),
+            "sam2_checkpoint": _path(get("SAM2_CHECKPOINT", "")),
+            "sam2_model": (
+                _choice(get("SAM2_MODEL", ""), "SAM2_MODEL", SAM2_MODELS)
+                if get("SAM2_MODEL", "").strip()
+                else ""
+            ),
+            "sam2_image_size": _int(get("SAM2_IMAGE_SIZE", "0"), "SAM2_IMAGE_SIZE", 0),
             "device": (get("DEVICE", d.device).strip() or "cpu"),
             "internal_size": _int(get("INTERNAL_SIZE", str(d.internal_size)), "INTERNAL_SIZE", 0),
             "refine": _choice(get("REFINE"), "REFINE", REFINE_MODES) if get("REFINE") else "",

@@ -1,8 +1,8 @@
 """Engine selection: which segmenter and tracker serve requests.
 
-``auto`` picks SAM + XMem when both checkpoints are configured, else the
-weights-free classical engine. A configured but broken checkpoint is an error,
-never a silent fallback.
+``auto`` picks, in this order: SAM 2 when ``SAM2_CHECKPOINT`` is set; SAM + XMem when both
+``SAM_CHECKPOINT`` and ``XMEM_CHECKPOINT`` are; else the weights-free classical engine. A
+configured but broken checkpoint is an error, never a silent fallback.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ class EngineError(RuntimeError):
 
 @dataclass(frozen=True)
 class Engine:
-    name: str  # "classical" or "sam-xmem"
+    name: str  # "classical", "sam-xmem" or "sam2"
     segmenter: Segmenter
     tracker: Tracker
     model_version: str
@@ -46,6 +46,8 @@ def resolve_engine_name(settings: Settings) -> str:
     """The engine ``settings`` ask for, with ``auto`` resolved."""
     if settings.engine != "auto":
         return settings.engine
+    if settings.sam2_checkpoint:
+        return "sam2"
     if settings.sam_checkpoint and settings.xmem_checkpoint:
         return "sam-xmem"
     if settings.sam_checkpoint or settings.xmem_checkpoint:
@@ -111,6 +113,50 @@ def build_sam_xmem(settings: Settings) -> Engine:
     )
 
 
+def build_sam2(settings: Settings) -> Engine:
+    """SAM 2 / 2.1 (Meta's ``sam2`` package): one network segments the clicked frames and
+    propagates (docs/weights.md). ``SAM2_MODEL`` defaults to what the official file name says."""
+    from backend.sam2_engine.model import Sam2CheckpointError, model_from_filename
+
+    if not settings.sam2_checkpoint:
+        raise EngineError("ENGINE=sam2 needs SAM2_CHECKPOINT (python -m backend weights list)")
+    model_name = settings.sam2_model or model_from_filename(settings.sam2_checkpoint)
+    if not model_name:
+        raise EngineError(
+            f"SAM2_MODEL is not set and the file name {settings.sam2_checkpoint.name!r} does not "
+            "say which model it is; set SAM2_MODEL (e.g. sam2.1_hiera_t)"
+        )
+    try:
+        from backend.sam2_engine.model import Precision, load_model
+        from backend.sam2_engine.segmenter import Sam2Segmenter
+        from backend.sam2_engine.tracker import Sam2Tracker
+
+        model = load_model(
+            settings.sam2_checkpoint,
+            model_name,
+            device=settings.device,
+            image_size=settings.sam2_image_size or None,
+        )
+    except ImportError as exc:
+        raise EngineError(
+            f"ENGINE=sam2 needs Meta's sam2 package ({exc}); see docs/weights.md"
+        ) from None
+    except Sam2CheckpointError as exc:
+        raise EngineError(str(exc)) from None
+    except Exception as exc:
+        raise EngineError(f"cannot load the SAM 2 checkpoint: {exc}") from exc
+    precision = Precision(model.device)
+    on_gpu = model.device.type == "cuda"
+    return Engine(
+        name="sam2",
+        segmenter=Sam2Segmenter(model, precision),
+        tracker=Sam2Tracker(model, precision, offload_state_to_cpu=on_gpu),
+        model_version=f"tam-{model_name}-{__version__}",
+        checkpoints={"sam2": str(settings.sam2_checkpoint)},
+        refine=refine_config(settings, "sam2"),
+    )
+
+
 def load_custom_engine(spec: str, settings: Settings) -> Engine:
     """A custom engine from ``ENGINE=package.module:factory`` (``factory(settings) -> Engine``)."""
     import importlib
@@ -138,7 +184,9 @@ def build_engine(name: str = "auto", settings: Settings | None = None) -> Engine
         return build_classical(refine_config(settings, "classical"))
     if name == "sam-xmem":
         return build_sam_xmem(settings)
-    raise EngineError(f"unknown engine {name!r}; expected auto, classical or sam-xmem")
+    if name == "sam2":
+        return build_sam2(settings)
+    raise EngineError(f"unknown engine {name!r}; expected auto, classical, sam-xmem or sam2")
 
 
 def load_engine(
@@ -166,7 +214,8 @@ def refine_config(settings: Settings, engine_name: str) -> RefineConfig:
     On a CPU a SAM ViT-B encoding costs ~17 s, more than three XMem frames, so
     refinement is off unless asked for (then 2 frames per job by default). The
     classical engine does not refine: its segmenter adds nothing over its
-    tracker's own boundary refinement.
+    tracker's own boundary refinement; nor does SAM 2, whose tracker is its segmenter
+    with memory (its presence score marks lost frames instead).
     """
     on_gpu = settings.device.startswith("cuda")
     default = "auto" if engine_name == "sam-xmem" and on_gpu else "off"

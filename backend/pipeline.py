@@ -9,8 +9,10 @@
    end; later keyframes (corrections) are injected on the way. An object uses
    the forward pass from its first keyframe on and the backward pass before it.
 3. **Scores and refinement.** Each (frame, object) gets a quality score in
-   [0, 1]: the segmenter's score on keyframes, :func:`backend.refine.mask_quality`
-   elsewhere. With refinement on, poor frames are re-segmented (TAM step 3).
+   [0, 1]: the segmenter's score on keyframes; elsewhere the tracker's own presence
+   probability where it predicts one (SAM 2 — below one half the object is *lost* there and its
+   mask is empty), else :func:`backend.refine.mask_quality`. With refinement on, poor frames
+   are re-segmented (TAM step 3).
 
 :func:`segment_video` streams :class:`~backend.types.FramePrediction` in the
 order frames are finished (backward part first, then forward).
@@ -33,6 +35,9 @@ from backend.types import Click, FramePrediction, ObjectPrompt
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
+
+#: A tracker's presence probability below this marks the object lost on that frame.
+LOST_BELOW = 0.5
 
 
 class Cancelled(RuntimeError):
@@ -213,7 +218,12 @@ class _Scorer:
         scores: dict[int, float] = {}
         for k, oid in enumerate(tf.obj_ids):
             prob = tf.probs[k + 1]
-            quality = mask_quality(prob, masks[oid], self.prev_area.get(oid))
+            if tf.presence is not None and oid in tf.presence:
+                quality = tf.presence[oid]
+                if quality < LOST_BELOW:  # the tracker says the object is not on this frame
+                    masks[oid] = np.zeros_like(masks[oid])
+            else:
+                quality = mask_quality(prob, masks[oid], self.prev_area.get(oid))
             if self._wants(tf.index, oid, quality, masks[oid]):
                 others = np.zeros_like(masks[oid])
                 for o, m in masks.items():

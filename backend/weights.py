@@ -29,6 +29,12 @@ ProgressFn = Callable[[int, int | None], None]
 
 _SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 _XMEM_URL = "https://github.com/hkchengrex/XMem/releases/download/v1.0/"
+_SAM2_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/"
+_SAM2_PROVENANCE = (
+    "URL: the sam2 repository's checkpoint download script (SAM 2.1: release 092824, SAM 2: "
+    "072824). Meta publishes no size or hash. Unverified; the size given is that of a state "
+    "dict of the same structure (float32 tensor bytes, the file adds a little)."
+)
 _SAM_PROVENANCE = (
     "URL: segment-anything README. The 6-hex suffix of the file name is the start of the md5 "
     "(official). Full md5, sha256 and size: not published by Meta; consistent across several "
@@ -88,6 +94,86 @@ REGISTRY: dict[str, WeightSpec] = {
         sha256="a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
         description="SAM ViT-H (SAM_MODEL_TYPE=vit_h); Track-Anything's default, GPU advised",
         provenance=_SAM_PROVENANCE,
+    ),
+    "sam2.1_hiera_tiny": WeightSpec(
+        name="sam2.1_hiera_tiny",
+        filename="sam2.1_hiera_tiny.pt",
+        url=_SAM2_URL + "092824/sam2.1_hiera_tiny.pt",
+        size=None,
+        md5=None,
+        sha256=None,
+        description="SAM 2.1 Hiera tiny (SAM2_MODEL=sam2.1_hiera_t), about 156 MB; fastest; recommended on CPU",
+        provenance=_SAM2_PROVENANCE,
+    ),
+    "sam2.1_hiera_small": WeightSpec(
+        name="sam2.1_hiera_small",
+        filename="sam2.1_hiera_small.pt",
+        url=_SAM2_URL + "092824/sam2.1_hiera_small.pt",
+        size=None,
+        md5=None,
+        sha256=None,
+        description="SAM 2.1 Hiera small (SAM2_MODEL=sam2.1_hiera_s), about 184 MB",
+        provenance=_SAM2_PROVENANCE,
+    ),
+    "sam2.1_hiera_base_plus": WeightSpec(
+        name="sam2.1_hiera_base_plus",
+        filename="sam2.1_hiera_base_plus.pt",
+        url=_SAM2_URL + "092824/sam2.1_hiera_base_plus.pt",
+        size=None,
+        md5=None,
+        sha256=None,
+        description="SAM 2.1 Hiera base+ (SAM2_MODEL=sam2.1_hiera_b+), about 323 MB",
+        provenance=_SAM2_PROVENANCE,
+    ),
+    "sam2.1_hiera_large": WeightSpec(
+        name="sam2.1_hiera_large",
+        filename="sam2.1_hiera_large.pt",
+        url=_SAM2_URL + "092824/sam2.1_hiera_large.pt",
+        size=None,
+        md5=None,
+        sha256=None,
+        description="SAM 2.1 Hiera large (SAM2_MODEL=sam2.1_hiera_l), about 898 MB; most accurate, GPU",
+        provenance=_SAM2_PROVENANCE,
+    ),
+    "sam2_hiera_tiny": WeightSpec(
+        name="sam2_hiera_tiny",
+        filename="sam2_hiera_tiny.pt",
+        url=_SAM2_URL + "072824/sam2_hiera_tiny.pt",
+        size=None,
+        md5=None,
+        sha256=None,
+        description="SAM 2 Hiera tiny (SAM2_MODEL=sam2_hiera_t), about 156 MB; fastest; recommended on CPU",
+        provenance=_SAM2_PROVENANCE,
+    ),
+    "sam2_hiera_small": WeightSpec(
+        name="sam2_hiera_small",
+        filename="sam2_hiera_small.pt",
+        url=_SAM2_URL + "072824/sam2_hiera_small.pt",
+        size=None,
+        md5=None,
+        sha256=None,
+        description="SAM 2 Hiera small (SAM2_MODEL=sam2_hiera_s), about 184 MB",
+        provenance=_SAM2_PROVENANCE,
+    ),
+    "sam2_hiera_base_plus": WeightSpec(
+        name="sam2_hiera_base_plus",
+        filename="sam2_hiera_base_plus.pt",
+        url=_SAM2_URL + "072824/sam2_hiera_base_plus.pt",
+        size=None,
+        md5=None,
+        sha256=None,
+        description="SAM 2 Hiera base+ (SAM2_MODEL=sam2_hiera_b+), about 323 MB",
+        provenance=_SAM2_PROVENANCE,
+    ),
+    "sam2_hiera_large": WeightSpec(
+        name="sam2_hiera_large",
+        filename="sam2_hiera_large.pt",
+        url=_SAM2_URL + "072824/sam2_hiera_large.pt",
+        size=None,
+        md5=None,
+        sha256=None,
+        description="SAM 2 Hiera large (SAM2_MODEL=sam2_hiera_l), about 898 MB; most accurate, GPU",
+        provenance=_SAM2_PROVENANCE,
     ),
     "xmem": WeightSpec(
         name="xmem",

@@ -80,7 +80,7 @@ def test_sam_xmem_through_predict(tmp_path, checkpoints):
     client = create_app(settings, model, metrics=model.metrics).test_client()
     health = client.get("/health").get_json()
     assert health["engine"] == "sam-xmem" and health["status"] == "UP"
-    assert health["checkpoints"] == {"sam": True, "xmem": True}
+    assert health["checkpoints"] == {"sam": True, "xmem": True, "sam2": False}
     assert (
         client.post("/setup", json={"schema": load_fixture("20_")["label_config"]})
         .get_json()["model_version"]

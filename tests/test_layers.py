@@ -22,8 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS: list[tuple[str, ...]] = [
     ("backend", "backend.types", "backend.frames", "backend.masks", "backend.config",
      "backend.video", "backend.overlay"),
-    ("backend.segmenter", "backend.tracker", "backend.refine", "backend.engine",
-     "backend.pipeline"),
+    ("backend.segmenter", "backend.tracker", "backend.sam2_engine", "backend.refine",
+     "backend.engine", "backend.pipeline"),
     ("backend.session", "backend.jobs", "backend.runs"),
     ("backend.ls",),
     ("backend.server", "backend.eval", "backend.cli", "backend.cli_import", "backend.cli_export",

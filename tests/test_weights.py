@@ -221,10 +221,23 @@ def test_cli_download_list_verify(server, tmp_path, monkeypatch, capsys):
 
 
 def test_registry_is_consistent():
-    assert set(weights.REGISTRY) == {"sam_vit_b", "sam_vit_l", "sam_vit_h", "xmem", "xmem_s012"}
+    sam2 = {
+        f"{v}_hiera_{s}"
+        for v in ("sam2", "sam2.1")
+        for s in ("tiny", "small", "base_plus", "large")
+    }
+    assert (
+        set(weights.REGISTRY) == {"sam_vit_b", "sam_vit_l", "sam_vit_h", "xmem", "xmem_s012"} | sam2
+    )
     for name, spec in weights.REGISTRY.items():
         assert spec.name == name
         assert spec.url.startswith("https://") and spec.url.endswith("/" + spec.filename)
+        if name in sam2:  # the loader reads the model from these official file names
+            from backend.sam2_engine.model import model_from_filename
+
+            model = model_from_filename(Path(spec.filename))
+            assert model and model in spec.description and not spec.has_checksum
+            continue
         if name.startswith("sam_"):
             # the official file names carry the first 6 hex digits of the md5
             assert spec.md5 and spec.md5.startswith(spec.filename.split("_")[-1][:6])

@@ -37,11 +37,16 @@ from backend.frames import FrameSource
 
 @dataclass
 class TrackedFrame:
-    """One propagated frame: ``probs`` is (K+1)×H×W float32, channel 0 background."""
+    """One propagated frame: ``probs`` is (K+1)×H×W float32, channel 0 background.
+
+    ``presence`` is the tracker's own probability that each object is visible on this frame
+    (SAM 2's object score), for trackers that predict it; ``None`` otherwise.
+    """
 
     index: int
     obj_ids: list[int]
     probs: np.ndarray
+    presence: dict[int, float] | None = None
 
     def masks(self) -> dict[int, np.ndarray]:
         """Per-object bool masks by argmax over background and objects (ties: background)."""

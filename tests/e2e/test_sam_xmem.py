@@ -51,7 +51,11 @@ def sam_xmem_backend(label_studio: LabelStudio) -> Iterator[h.ManagedProcess]:
 
 def test_click_returns_sam_xmem_masks(label_studio: LabelStudio, label_config, sam_xmem_backend):
     health = requests.get(f"{sam_xmem_backend.base_url}/health", timeout=5).json()
-    assert health["engine"] == "sam-xmem" and health["checkpoints"] == {"sam": True, "xmem": True}
+    assert health["engine"] == "sam-xmem" and health["checkpoints"] == {
+        "sam": True,
+        "xmem": True,
+        "sam2": False,
+    }
     src = DAVIS_DIR / "JPEGImages" / "480p" / "car-shadow"
     names = h.copy_frames(src, label_studio.media_root / "sx", FRAMES)
     data = {"frames": [h.local_file_url(f"sx/{n}") for n in names]}
