@@ -146,11 +146,11 @@ def build_sam2(settings: Settings) -> Engine:
     except Exception as exc:
         raise EngineError(f"cannot load the SAM 2 checkpoint: {exc}") from exc
     precision = Precision(model.device)
-    on_gpu = model.device.type == "cuda"
     return Engine(
         name="sam2",
         segmenter=Sam2Segmenter(model, precision),
-        tracker=Sam2Tracker(model, precision, offload_state_to_cpu=on_gpu),
+        # the memory window keeps the state small, so it stays on the device (no offloading)
+        tracker=Sam2Tracker(model, precision),
         model_version=f"tam-{model_name}-{__version__}",
         checkpoints={"sam2": str(settings.sam2_checkpoint)},
         refine=refine_config(settings, "sam2"),

@@ -117,10 +117,20 @@ class Sam2Tracker:
 
     name = "sam2"
 
-    def __init__(self, model, precision: Precision, *, offload_state_to_cpu: bool = False):
+    def __init__(
+        self,
+        model,
+        precision: Precision,
+        *,
+        offload_state_to_cpu: bool = False,
+        keep_frames: int | None = None,
+    ):
         self.model = model
         self.precision = precision
         self.offload_state_to_cpu = offload_state_to_cpu
+        # non-conditioning outputs kept behind the current frame (default: what the model can
+        # attend to; a benchmark sets it huge to show the package's keep-everything growth)
+        self.keep_frames = memory_window(model) if keep_frames is None else keep_frames
 
     def start(self, frames: FrameSource) -> Sam2Session:
         return Sam2Session(self, frames)
@@ -194,12 +204,11 @@ class Sam2Session:
             raise ValueError(f"stop={stop} lies behind start={start}")
         order = range(start, end - 1, -1) if reverse else range(start, end + 1)
         height, width = self._shape if self._shape else self.frames[start].shape[:2]
-        model = self.tracker.model
         state = self._new_state(height, width)
         self.last_state = state
         memories: dict[int, _ObjectMemory] = {}
         self.memories = memories
-        window = memory_window(model)
+        window = self.tracker.keep_frames
         for index in order:
             with self.tracker.precision.context():
                 logits, presence = self._step(state, memories, index, reverse)
