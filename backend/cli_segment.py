@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.config import ConfigError, Settings
+from backend.config import ENGINES, ConfigError, Settings
 from backend.engine import EngineError, build_engine
 from backend.frames import MediaError
 from backend.masks import masks_to_index, read_index_png, write_index_png
@@ -183,7 +183,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="output folder for the index PNGs and summary.json",
     )
-    parser.add_argument("--engine", default="auto", choices=["auto", "classical", "sam-xmem"])
+    parser.add_argument("--engine", default="auto", choices=ENGINES)
     parser.add_argument(
         "--overlay",
         type=Path,
