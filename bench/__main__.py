@@ -20,6 +20,7 @@ QUICK = [
     ["long_video.py", "--frames", "3000"],
     ["tracks.py"],
     ["video_decode.py", "--frames", "60", "--repeat", "1"],
+    ["bulk.py"],
 ]
 
 

@@ -136,13 +136,19 @@ class TaskWorker:
         result.outcome = Outcome.DONE
 
     def _already_done(self, task: dict[str, Any], signature: str) -> bool:
-        """Our newest prediction of this model version carries ``signature``."""
+        """Our newest prediction of this model version carries ``signature``. Older ones of
+        ours left beside it (a run stopped between writing and clearing) are deleted."""
         ours = [p for p in task.get("predictions") or [] if isinstance(p, dict)
                 and p.get("model_version") == self.model_version]  # fmt: skip
         if not ours:
             return False
         newest = max(ours, key=lambda p: p.get("id") or 0)
-        return prediction_signature(newest) == signature
+        if prediction_signature(newest) != signature:
+            return False
+        for old in ours:
+            if old is not newest and isinstance(old.get("id"), int):
+                self.connection.client.predictions.delete(id=old["id"])
+        return True
 
     def _run(self, task: dict[str, Any], chosen: ChosenPrompts) -> SessionRun:
         """The task's session with the chosen prompts, planned and keyframes segmented: what

@@ -170,3 +170,46 @@ def test_command_line_rerun_writes_table_and_report(bulk_ls: BulkLS, first, tmp_
     assert report["counts"]["skipped"] == 2 and report["counts"]["no-prompts"] == 1
     assert report["counts"]["done"] == 0 and report["counts"]["failed"] == 0
     assert "skipped" in out and "no prompts (not touched)" in out
+
+
+def test_ctrl_c_stops_new_tasks_and_leaves_nothing_half_written(bulk_ls: BulkLS, first):
+    """Ctrl-C as the first task is handed out: that task finishes and is written whole, the
+    others never start and are reported as not run."""
+    t = bulk_ls.images.tasks
+    pressed: list[int] = []
+
+    def ctrl_c(task_id: int, attempt: int, worker) -> None:
+        if not pressed:
+            pressed.append(task_id)
+            raise KeyboardInterrupt
+
+    run = BulkRun(bulk_ls.settings(), bulk_ls.images.config, bulk_ls.images.project_id,
+                  RunOptions(workers=2, force=True), on_dispatch=ctrl_c)  # fmt: skip
+    report = run.run(t.values())
+    run.stop_workers()
+    (started,) = pressed
+    assert report.interrupted
+    assert report.results[started].outcome is Outcome.DONE
+    others = [tid for tid in t.values() if tid != started]
+    assert all(report.results[tid].outcome is Outcome.NOT_RUN for tid in others)
+    (pred,) = _ours(bulk_ls, started, report.model_version)
+    assert (
+        len(pred["result"]) == 6 and prediction_signature(pred) == report.results[started].signature
+    )
+
+
+def _cli_error(bulk_ls: BulkLS, monkeypatch, capsys, key: str, project: int) -> tuple[int, str]:
+    from backend.cli import main
+
+    monkeypatch.setenv("LABEL_STUDIO_URL", bulk_ls.ls.base_url)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", key)
+    code = main(["bulk", "--project", str(project), "--no-progress"])
+    return code, capsys.readouterr().err.strip()
+
+
+def test_command_line_bad_key_and_wrong_project_are_one_line(bulk_ls: BulkLS, monkeypatch,
+                                                             capsys):  # fmt: skip
+    code, err = _cli_error(bulk_ls, monkeypatch, capsys, "not-a-token", 1)
+    assert code == 2 and "refused LABEL_STUDIO_API_KEY" in err and len(err.splitlines()) == 1
+    code, err = _cli_error(bulk_ls, monkeypatch, capsys, bulk_ls.ls.pat, 9999)
+    assert code == 2 and err == "error: project 9999: not found in Label Studio (HTTP 404)"
