@@ -112,17 +112,19 @@ def make_project(client, media: Path, args) -> tuple[int, list[int], int]:
     return pid, ids, total
 
 
-def run_once(settings: Settings, pid: int, ids: list[int], workers: int) -> dict:
-    """One bulk run (all tasks recomputed) on a fresh local Ray with 2 CPUs."""
+def run_once(settings: Settings, pid: int, ids: list[int], workers: int, force=True) -> dict:
+    """One bulk run (all tasks recomputed unless not ``force``) on a fresh local Ray with 2
+    CPUs."""
     import ray
 
+    from backend.bulk.records import Outcome, TaskResult
     from backend.bulk.runner import BulkRun, RunOptions
 
     t0 = time.monotonic()
     ray.init(num_cpus=max(2, workers), include_dashboard=False, log_to_driver=False,
              configure_logging=False)  # fmt: skip
     try:
-        run = BulkRun(settings, CONFIG, pid, RunOptions(workers=workers, force=True))
+        run = BulkRun(settings, CONFIG, pid, RunOptions(workers=workers, force=force))
         t1 = time.monotonic()
         run.start_workers()
         t2 = time.monotonic()
@@ -131,10 +133,15 @@ def run_once(settings: Settings, pid: int, ids: list[int], workers: int) -> dict
     finally:
         ray.shutdown()
     counts = report.counts()
+    done = report.by_outcome(Outcome.DONE) or [TaskResult(0, Outcome.DONE)]
     return {"workers": workers, "ray_start_s": t1 - t0, "engines_s": t2 - t1,
             "run_s": report.seconds, "total_s": time.monotonic() - t0, "frames": report.frames,
             "fps": report.frames_per_s, "done": counts.get("done", 0),
-            "failed": counts.get("failed", 0)}  # fmt: skip
+            "failed": counts.get("failed", 0), "skipped": counts.get("skipped", 0),
+            "read_s": float(np.mean([r.read_s for r in done])),
+            "compute_s": float(np.mean([r.compute_s for r in done])),
+            "write_s": float(np.mean([r.write_s for r in done])),
+            "cpu_share": sum(r.cpu_s for r in done) / max(sum(r.seconds for r in done), 1e-9)}  # fmt: skip
 
 
 def main() -> int:
@@ -145,6 +152,7 @@ def main() -> int:
     ap.add_argument("--height", type=int, default=240)
     ap.add_argument("--synthetic", action="store_true", help="synthetic frames, not DAVIS")
     ap.add_argument("--workers", default="1,2", help="worker counts to compare (default 1,2)")
+    ap.add_argument("--rerun", action="store_true", help="then rerun without --force (skips)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     counts = [int(w) for w in args.workers.split(",")]
@@ -169,19 +177,27 @@ def main() -> int:
                 "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(media),
                 "MODEL_DIR": str(work / "model"), "ENGINE": "classical"})  # fmt: skip
             rows = [run_once(settings, pid, ids, w) for w in counts]
+            rerun = run_once(settings, pid, ids, counts[-1], force=False) if args.rerun else None
         finally:
             proc.stop()
     base = rows[0]["fps"] or 1e-9
     print(f"\n{'workers':>7} {'ray s':>6} {'engines s':>9} {'run s':>7} {'total s':>8} "
-          f"{'frames':>7} {'frames/s':>9} {'speedup':>8} {'done':>5} {'failed':>6}")  # fmt: skip
+          f"{'frames':>7} {'frames/s':>9} {'speedup':>8} {'done':>5} {'failed':>6} "
+          f"{'task: read s':>12} {'compute s':>9} {'write s':>7} {'cpu/wall':>8}")  # fmt: skip
     for r in rows:
         print(f"{r['workers']:>7} {r['ray_start_s']:>6.1f} {r['engines_s']:>9.1f} "
               f"{r['run_s']:>7.1f} {r['total_s']:>8.1f} {r['frames']:>7} {r['fps']:>9.2f} "
-              f"{r['fps'] / base:>7.2f}x {r['done']:>5} {r['failed']:>6}")  # fmt: skip
+              f"{r['fps'] / base:>7.2f}x {r['done']:>5} {r['failed']:>6} "
+              f"{r['read_s']:>12.2f} {r['compute_s']:>9.2f} {r['write_s']:>7.2f} "
+              f"{r['cpu_share']:>8.2f}")  # fmt: skip
     print(
         "run s: dispatch to the last result (frames/s = frames / run s); total s adds "
-        "starting Ray and loading the engines"
+        "starting Ray and loading the engines; per task (means): read, compute, write seconds "
+        "and the CPU time its worker got per second of wall time (1.0 = a whole core)"
     )
+    if rerun is not None:
+        print(f"rerun without --force ({rerun['workers']} workers): {rerun['skipped']} of "
+              f"{len(ids)} tasks skipped in {rerun['run_s']:.1f} s (total {rerun['total_s']:.1f} s)")  # fmt: skip
     return 0 if all(r["failed"] == 0 for r in rows) else 1
 
 

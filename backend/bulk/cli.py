@@ -69,7 +69,7 @@ def main(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     if args.gpus_per_worker > 0 and settings.device == "cpu" and "DEVICE" not in os.environ:
         settings = dataclasses.replace(settings, device="cuda")
-    api = ProjectAPI(LabelStudioConnection(settings))
+    api = ProjectAPI(LabelStudioConnection(settings), verify=settings.verify_ssl)
     try:
         api.check()
         config = api.label_config(args.project)

@@ -37,6 +37,10 @@ class TaskResult:
     frames: int = 0  # frames in the task's clip
     computed: int = 0  # frames propagated by the tracker
     seconds: float = 0.0
+    read_s: float = 0.0  # reading the task (and drafts) from Label Studio
+    compute_s: float = 0.0  # frames fetched and decoded, keyframes segmented, propagated
+    write_s: float = 0.0  # the prediction written, our older ones deleted
+    cpu_s: float = 0.0  # CPU time the worker process used on the task (all its threads)
     signature: str = ""
     prediction_id: int | None = None
     worker: str = ""

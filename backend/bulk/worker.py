@@ -11,6 +11,7 @@ our older ones of the same model version are deleted). It returns a small
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 from collections.abc import Callable
@@ -85,11 +86,13 @@ class TaskWorker:
             raise EngineError(error or f"engine {engine_name} failed to load")
         self.engine = engine
         self.connection = LabelStudioConnection(settings)
-        self.api = ProjectAPI(self.connection)
+        self.api = ProjectAPI(self.connection, verify=settings.verify_ssl)
         fetcher = MediaFetcher(settings, self.connection)
         self.frames = TaskFrameCache(fetcher, max_tasks=1, frames_per_task=max(
             settings.frame_cache_size, 1), max_pixels=settings.max_frame_pixels)  # fmt: skip
-        self.videos = VideoFiles(fetcher, settings.model_dir / "videos", keep=2,
+        # its own folder: another worker on the node trims its videos, never this one's
+        folder = settings.model_dir / "videos" / f"bulk-{name}-{os.getpid()}"
+        self.videos = VideoFiles(fetcher, folder, keep=2,
                                  max_bytes=settings.max_video_bytes,
                                  timeout_s=settings.video_timeout_s)  # fmt: skip
 
@@ -99,7 +102,7 @@ class TaskWorker:
 
     def process(self, task_id: int, *, force: bool = False) -> TaskResult:
         """Run one task; never raises for a task's own problem (the result says why)."""
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         result = TaskResult(task_id, Outcome.FAILED, worker=self.name)
         try:
             self._process(task_id, result, force=force)
@@ -108,14 +111,17 @@ class TaskWorker:
             result.reason = _one_line(exc)
             log.warning("task %s failed (%s): %s", task_id, result.failure.value, result.reason)
         result.seconds = round(time.perf_counter() - t0, 3)
+        result.cpu_s = round(time.process_time() - cpu0, 3)
         return result
 
     def _process(self, task_id: int, result: TaskResult, *, force: bool) -> None:
+        t0 = time.perf_counter()
         task = self.api.task(task_id)
         chosen = choose_prompts(task, self.schema)
         if chosen.source is PromptSource.NONE:
             chosen = choose_prompts(task, self.schema, self.api.drafts(task_id))
         result.source = chosen.source.value
+        result.read_s = round(time.perf_counter() - t0, 3)
         if chosen.source is PromptSource.NONE:
             result.outcome = Outcome.NO_PROMPTS
             result.reason = "no clicks, boxes or painted masks in an annotation or draft"
@@ -126,13 +132,17 @@ class TaskWorker:
         if not force and self._already_done(task, signature):
             result.outcome, result.reason = Outcome.SKIPPED, "same prompts and model version"
             return
+        t1 = time.perf_counter()
         run = self._run(task, chosen)
         result.computed = run_to_end(self.engine, run)
         result.frames = run.session.num_frames
         prediction = sign_prediction(run.out.prediction(self.model_version), signature)
+        t2 = time.perf_counter()
+        result.compute_s = round(t2 - t1, 3)
         result.prediction_id = replace_prediction(
             self.connection, task_id, prediction, model_version=self.model_version
         )
+        result.write_s = round(time.perf_counter() - t2, 3)
         result.outcome = Outcome.DONE
 
     def _already_done(self, task: dict[str, Any], signature: str) -> bool:

@@ -126,9 +126,12 @@ class ProjectAPI:
     """The few Label Studio REST calls a whole-project run needs (JSON in, JSON out), with
     one-line errors: unreachable, refused token, missing project or task."""
 
-    def __init__(self, connection: LabelStudioConnection, *, timeout_s: float = 60.0):
+    def __init__(
+        self, connection: LabelStudioConnection, *, timeout_s: float = 60.0, verify: bool = True
+    ):
         self.connection = connection
         self.timeout_s = timeout_s
+        self.verify = verify
 
     def check(self) -> None:
         """Fail early and clearly: settings missing, Label Studio down, token refused."""
@@ -137,7 +140,8 @@ class ProjectAPI:
         if not self.connection.configured:
             raise LabelStudioError("set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY")
         try:
-            requests.get(f"{self.connection.url}/health", timeout=min(self.timeout_s, 15.0))
+            requests.get(f"{self.connection.url}/health", timeout=min(self.timeout_s, 15.0),
+                         verify=self.verify)  # fmt: skip
         except requests.RequestException as exc:
             raise LabelStudioError(
                 f"cannot reach Label Studio at {self.connection.url} ({type(exc).__name__})"
@@ -153,7 +157,7 @@ class ProjectAPI:
             raise LabelStudioError(str(exc)) from None
         try:
             resp = requests.get(f"{self.connection.url}{path}", params=params, headers=headers,
-                                timeout=self.timeout_s)  # fmt: skip
+                                timeout=self.timeout_s, verify=self.verify)  # fmt: skip
         except requests.RequestException as exc:
             raise LabelStudioError(
                 f"cannot reach Label Studio at {self.connection.url} ({type(exc).__name__})"

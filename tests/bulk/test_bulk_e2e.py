@@ -213,3 +213,22 @@ def test_command_line_bad_key_and_wrong_project_are_one_line(bulk_ls: BulkLS, mo
     assert code == 2 and "refused LABEL_STUDIO_API_KEY" in err and len(err.splitlines()) == 1
     code, err = _cli_error(bulk_ls, monkeypatch, capsys, bulk_ls.ls.pat, 9999)
     assert code == 2 and err == "error: project 9999: not found in Label Studio (HTTP 404)"
+
+
+def test_an_engine_the_workers_cannot_load_is_one_line(bulk_ls: BulkLS, first, monkeypatch,
+                                                       capsys, tmp_path):  # fmt: skip
+    from backend.cli import main
+
+    monkeypatch.setenv("LABEL_STUDIO_URL", bulk_ls.ls.base_url)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", bulk_ls.ls.pat)
+    monkeypatch.setenv("ENGINE", "sam-xmem")
+    monkeypatch.setenv("MODEL_DIR", str(tmp_path))
+    for key in ("SAM_CHECKPOINT", "XMEM_CHECKPOINT"):
+        monkeypatch.delenv(key, raising=False)
+    code = main(["bulk", "--project", str(bulk_ls.videos.project_id), "--no-progress",
+                 "--report", str(tmp_path / "r.json")])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert err == ("error: the workers could not start: ENGINE=sam-xmem needs SAM_CHECKPOINT "
+                   "and XMEM_CHECKPOINT")  # fmt: skip
+    assert not (tmp_path / "r.json").exists()
