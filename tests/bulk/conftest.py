@@ -24,8 +24,10 @@ from tests.bulk.harness import (
 )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[h.LabelStudio]:
+    """A Label Studio of its own for the module, stopped after it (not kept for the session
+    beside the e2e tests' one)."""
     if os.environ.get("TAM_SKIP_E2E") == "1":
         pytest.skip("TAM_SKIP_E2E=1: end-to-end tests against Label Studio disabled on request")
     workdir = tmp_path_factory.mktemp("ls-bulk")
@@ -47,7 +49,7 @@ def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[h.LabelSt
         proc.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def bulk_ls(label_studio: h.LabelStudio) -> BulkLS:
     """8 tasks: 5 image-sequence ones (two annotated, one with only a draft, one annotated
     with a corrupt frame, one without prompts) and 3 ``<Video>`` ones (two with a box, one

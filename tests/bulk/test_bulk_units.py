@@ -167,3 +167,21 @@ def test_help_names_the_options(capsys):
     assert done.value.code == 0
     for option in ("--project", "--address", "--workers", "--gpus-per-worker", "--report"):
         assert option in out
+
+
+def test_the_progress_bar_shows_frames_per_second():
+    import io
+
+    from tqdm import tqdm
+
+    from backend.bulk.cli import _updater
+
+    out = io.StringIO()
+    bar = tqdm(total=3, file=out, mininterval=0)
+    report = BulkReport(1)
+    update = _updater(bar, 0.0)
+    report.add(TaskResult(5, Outcome.DONE, frames=20))
+    update(report.results[5], report)
+    bar.refresh()
+    assert bar.n == 1 and "frames/s done=1 skipped=0 failed=0" in out.getvalue()
+    bar.close()
