@@ -108,11 +108,11 @@ def _run(args, settings: Settings, config: str, task_ids: list[int], report_path
             run.start_workers()
         except (EngineError, ray.exceptions.RayError) as exc:
             return _fail(f"the workers could not start: {_cause(exc)}")
+        log.info("project %s: %d task(s) on %d worker(s) (%s)", args.project, len(task_ids),
+                 args.workers, address)  # fmt: skip
         bar = None if args.no_progress else _progress_bar(len(task_ids))
         if bar is not None:
             run.on_result = _updater(bar, time.monotonic())
-        log.info("project %s: %d task(s) on %d worker(s) (%s)", args.project, len(task_ids),
-                 args.workers, address)  # fmt: skip
         report = run.run(task_ids)
         run.stop_workers()
     finally:

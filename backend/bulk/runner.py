@@ -239,7 +239,7 @@ class BulkRun:
                     type(exc).__name__)  # fmt: skip
         self._replace(slot)
         if state.deaths > self.options.worker_deaths:
-            reason = f"its worker died {state.deaths} times ({type(exc).__name__})"
+            reason = f"its worker died {state.deaths} time(s) ({type(exc).__name__})"
             self._finish(TaskResult(tid, Outcome.FAILED, reason, Failure.TRANSIENT,
                                     attempts=state.attempts))  # fmt: skip
             return
