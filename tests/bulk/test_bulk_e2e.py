@@ -45,6 +45,7 @@ def first(bulk_ls: BulkLS, ray_local):
 
 def test_first_run_every_task_done_or_failed_once(bulk_ls: BulkLS, first):
     images, videos = first["images"], first["videos"]
+    print(f"\n{images.table()}\n{videos.table()}")  # shown with pytest -s
     t = bulk_ls.images.tasks
     outcome = {role: images.results[tid].outcome for role, tid in t.items()}
     assert outcome == {"car": Outcome.DONE, "swan": Outcome.DONE, "draft": Outcome.DONE,
