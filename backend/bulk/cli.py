@@ -43,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "prompts and model version")  # fmt: skip
     parser.add_argument("--report", type=Path, metavar="FILE",
                         help="the JSON report (default bulk-report-<project>.json)")  # fmt: skip
+    parser.add_argument("--start-timeout", type=float, default=600.0, metavar="S",
+                        help="the longest the workers may take to be placed and to load their "
+                        "engines (default 600 s)")  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -88,12 +91,12 @@ def _run(args, settings: Settings, config: str, task_ids: list[int], report_path
     import ray
 
     from backend.bulk.records import Outcome
-    from backend.bulk.runner import BulkRun, RunOptions, connect
+    from backend.bulk.runner import BulkRun, RunOptions, WorkerStartError, connect
     from backend.engine import EngineError
 
     options = RunOptions(workers=args.workers, gpus_per_worker=args.gpus_per_worker,
                          cpus_per_worker=args.cpus_per_worker, retries=max(0, args.retries),
-                         force=args.force)  # fmt: skip
+                         force=args.force, start_timeout_s=args.start_timeout)  # fmt: skip
     try:
         cpus = None if args.address else max(os.cpu_count() or 1,
                                              int(args.workers * args.cpus_per_worker + 0.999))  # fmt: skip
@@ -106,7 +109,7 @@ def _run(args, settings: Settings, config: str, task_ids: list[int], report_path
         run.report.address = address
         try:
             run.start_workers()
-        except (EngineError, ray.exceptions.RayError) as exc:
+        except (EngineError, WorkerStartError, ray.exceptions.RayError) as exc:
             return _fail(f"the workers could not start: {_cause(exc)}")
         log.info("project %s: %d task(s) on %d worker(s) (%s)", args.project, len(task_ids),
                  args.workers, address)  # fmt: skip

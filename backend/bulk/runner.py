@@ -40,6 +40,11 @@ class RunOptions:
     retries: int = 1  # further attempts of a task whose failure may be transient
     worker_deaths: int = 2  # a task whose worker died this often more is reported failed
     force: bool = False  # recompute even tasks whose prediction carries the same signature
+    start_timeout_s: float = 600.0  # the longest the workers may take to be placed and ready
+
+
+class WorkerStartError(RuntimeError):
+    """The workers could not be placed on the cluster in time."""
 
 
 @dataclass(frozen=True)
@@ -134,7 +139,17 @@ class BulkRun:
     def start_workers(self) -> list[WorkerInfo]:
         """Start the workers and wait until each has built its engine (its error if none)."""
         self._slots = [self._spawn() for _ in range(self.options.workers)]
-        infos = ray.get([s.actor.info.remote() for s in self._slots])
+        refs = [s.actor.info.remote() for s in self._slots]
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=self.options.start_timeout_s)
+        if len(ready) < len(refs):
+            self.stop_workers()
+            opts = self.options
+            raise WorkerStartError(
+                f"{len(refs) - len(ready)} of {len(refs)} workers were not ready within "
+                f"{opts.start_timeout_s:g} s: the cluster may lack {opts.cpus_per_worker:g} "
+                f"CPU(s) and {opts.gpus_per_worker:g} GPU(s) free for each (see `ray status`)"
+            )
+        infos = ray.get(refs)
         for slot, info in zip(self._slots, infos, strict=True):
             slot.info = info
         first = infos[0]

@@ -233,3 +233,21 @@ def test_an_engine_the_workers_cannot_load_is_one_line(bulk_ls: BulkLS, first, m
     assert err == ("error: the workers could not start: ENGINE=sam-xmem needs SAM_CHECKPOINT "
                    "and XMEM_CHECKPOINT")  # fmt: skip
     assert not (tmp_path / "r.json").exists()
+
+
+def test_workers_the_cluster_cannot_place_are_one_line(bulk_ls: BulkLS, first, monkeypatch,
+                                                       capsys, tmp_path):  # fmt: skip
+    """A GPU per worker on this GPU-less local Ray: the workers never start."""
+    from backend.cli import main
+
+    monkeypatch.setenv("LABEL_STUDIO_URL", bulk_ls.ls.base_url)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", bulk_ls.ls.pat)
+    monkeypatch.setenv("ENGINE", "classical")
+    monkeypatch.setenv("MODEL_DIR", str(tmp_path))
+    code = main(["bulk", "--project", str(bulk_ls.videos.project_id), "--no-progress",
+                 "--gpus-per-worker", "1", "--start-timeout", "3"])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert err.startswith("error: the workers could not start: 2 of 2 workers were not ready "
+                          "within 3 s")  # fmt: skip
+    assert len(err.splitlines()) == 1
