@@ -121,7 +121,7 @@ def run_once(settings: Settings, pid: int, ids: list[int], workers: int, force=T
     from backend.bulk.runner import BulkRun, RunOptions
 
     t0 = time.monotonic()
-    ray.init(num_cpus=max(2, workers), include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", num_cpus=max(2, workers), include_dashboard=False, log_to_driver=False,
              configure_logging=False)  # fmt: skip
     try:
         run = BulkRun(settings, CONFIG, pid, RunOptions(workers=workers, force=force))

@@ -289,5 +289,5 @@ def connect(address: str | None, *, num_cpus: int | None = None, quiet: bool = T
     if address:
         ray.init(address=address, **kwargs)
         return address
-    ray.init(num_cpus=num_cpus, **kwargs)
+    ray.init(address="local", num_cpus=num_cpus, **kwargs)  # never a cluster running here
     return "local"

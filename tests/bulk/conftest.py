@@ -83,7 +83,8 @@ def ray_local() -> Iterator[Any]:
     """One local Ray runtime (2 CPUs, no dashboard) for the tests of a module."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             configure_logging=False)  # fmt: skip
     try:
         yield ray
     finally:
