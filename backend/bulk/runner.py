@@ -199,11 +199,15 @@ class BulkRun:
             self.stop_workers()
         finally:
             self.report.seconds = time.monotonic() - t0
-        for tid in states:
+        for tid, state in states.items():
             if tid not in self.report.results:
                 self.report.interrupted = True
-                self.report.add(TaskResult(tid, Outcome.NOT_RUN, reason="interrupted",
-                                           attempts=states[tid].attempts))  # fmt: skip
+                last = state.last.reason if state.last else ""
+                reason = (
+                    f"interrupted (an earlier attempt failed: {last})" if last else "interrupted"
+                )
+                self.report.add(TaskResult(tid, Outcome.NOT_RUN, reason=reason,
+                                           attempts=state.attempts))  # fmt: skip
         return self.report
 
     def _dispatch(self, queue: deque[int], states: dict[int, _TaskState]) -> None:
