@@ -18,6 +18,7 @@ from backend import __version__
 from backend.config import Settings
 from backend.engine import Engine, EngineError, load_engine
 from backend.jobs import Job, JobManager, JobSpec, JobStatus, JobStore
+from backend.ls.batch import prepare_session_run, sequence_builder, sequence_run
 from backend.ls.client import LabelStudioConnection, replace_prediction
 from backend.ls.labelconfig import parse_label_config
 from backend.ls.media import MediaFetcher, TaskFrameCache, VideoFiles
@@ -39,7 +40,7 @@ from backend.ls.video_task import (
     VideoSchema,
 )
 from backend.pipeline import same_size
-from backend.runs import SessionRun, prepare_run, propagate_run
+from backend.runs import SessionRun, propagate_run
 from backend.server.errors import RequestError
 from backend.server.metrics import Metrics
 from backend.session import PlanKind, SessionKey, SessionStore
@@ -167,9 +168,9 @@ class TrackAnythingModel(VideoTasks):
         session = self.sessions.get(key, len(urls))
         with session.transaction():  # a bad prompt (or a refused job) is not remembered
             extend = accepted_labels(task) if context else set()  # see accepted_labels
-            answer = apply_prompts(session, prompts, schema, frames, replace_all=not context,
-                                   extend=extend)  # fmt: skip
-            work = self._prepare(session, frames, _brushes(schema), answer, key, deadline)
+            work = sequence_run(self.engine, session, frames, prompts, schema, key,
+                                deadline=deadline, busy=self._busy, replace_all=not context,
+                                extend=extend)  # fmt: skip
             if work.prepared.plan.kind is not PlanKind.NONE:
                 spec = job_spec(tid, key, urls, req.config, prompts, self.model_version,
                                 session=session, labels=work.out.labels)  # fmt: skip
@@ -187,14 +188,8 @@ class TrackAnythingModel(VideoTasks):
     def _prepare(self, session, frames, make_out, answer, key: SessionKey, deadline) -> Work:
         """The session's plan with its keyframes segmented, and the frames it reuses."""
         assert self.engine is not None
-        prepared = prepare_run(self.engine, session, frames, answer=answer, busy=self._busy,
-                               cache_key=key.cache_key, deadline=deadline)  # fmt: skip
-        out = make_out({o: session.labels[o] for o in sorted(prepared.answer)})
-        for fp in prepared.reused(out.labels):
-            out.add(fp)
-        for fp in prepared.keyframe_predictions():
-            out.add_keyframe(fp)
-        return SessionRun(session, prepared, frames, key.cache_key, out)
+        return prepare_session_run(self.engine, session, frames, make_out, answer, key,
+                                   deadline=deadline, busy=self._busy)  # fmt: skip
 
     def _empty(self) -> dict[str, Any]:
         return {"result": [], "score": 0.0, "model_version": self.model_version}
@@ -264,7 +259,7 @@ class TrackAnythingModel(VideoTasks):
             answer = apply_prompts(session, prompts_from_json(spec.prompts), schema, frames,
                                    replace_all=True)  # fmt: skip
         return self._prepare(
-            session, frames, _brushes(schema), answer, key, time.monotonic() + 3600
+            session, frames, sequence_builder(schema), answer, key, time.monotonic() + 3600
         )
 
     def _write_to_ls(
@@ -292,11 +287,6 @@ class TrackAnythingModel(VideoTasks):
         counts, help_ = self.jobs.counts(), "propagation jobs in this process by status"
         for s in JobStatus:
             self.metrics.set("jobs", counts.get(s.value, 0), status=s.value, help=help_)
-
-
-def _brushes(schema):
-    """The collector of an image-sequence task's answer: brush regions per frame."""
-    return lambda labels: PredictionBuilder(labels, schema)
 
 
 def _exists(path: Path | None) -> bool:

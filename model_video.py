@@ -10,25 +10,20 @@ and every other box of that label), a batch ``/predict`` with the task's annotat
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 from typing import Any
 
 from backend.jobs import Job, JobSpec
+from backend.ls.batch import video_run
 from backend.ls.tasks import PredictRequest, newest_result, parse_project, session_key, task_id
-from backend.ls.tracks import VideoInfo
 from backend.ls.video_task import (
-    TrackBuilder,
     VideoSchema,
-    apply_regions,
-    parse_video_config,
     video_job_spec,
     video_regions,
     video_url,
 )
 from backend.runs import SessionRun
-from backend.session import PlanKind, SessionKey
-from backend.video_ls import LSVideoFrameSource
+from backend.session import PlanKind
 
 log = logging.getLogger("tam.model")
 
@@ -58,27 +53,9 @@ class VideoTasks:
 
     def _video_work(self, spec: JobSpec, deadline: float, *, replace_all: bool) -> SessionRun:
         """The video, its task's session with the regions' boxes, and the run planned."""
-        schema = parse_video_config(spec.label_config)
-        path = self.videos.path(spec.urls[0], task_id=spec.task_id)
-        source = LSVideoFrameSource(
-            path, schema.framerate, max_pixels=self.settings.max_frame_pixels
-        )
-        if source.rate_mismatch:
-            log.warning("task %s: %s", spec.task_id, source.rate_mismatch)
-        regions = video_regions(spec.prompts["video_results"], schema, num_frames=len(source))
-        key = SessionKey(**spec.session["key"])
-        session = self.sessions.get(key, len(source))
-        info = VideoInfo(
-            source.width, source.height, len(source), source.duration, schema.framerate
-        )
-        with session.transaction():
-            by_oid = apply_regions(session, regions, schema, (source.width, source.height),
-                                   replace_all=replace_all)  # fmt: skip
-            out = functools.partial(
-                TrackBuilder, schema=schema, regions=by_oid, video=info,
-                warning=source.rate_mismatch,
-            )  # fmt: skip
-            return self._prepare(session, source, out, list(by_oid), key, deadline)
+        return video_run(self.engine, spec, self.videos, self.sessions.get,
+                         max_pixels=self.settings.max_frame_pixels, deadline=deadline,
+                         busy=self._busy, replace_all=replace_all)  # fmt: skip
 
     def _video_event(self, body: dict[str, Any]) -> Job | None:
         """A submitted or updated ``<Video>`` annotation: its tracks as a prediction, written

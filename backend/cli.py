@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "import-video": ("backend.cli_import", "videos → JPEG frames → Label Studio frame tasks"),
     "segment": ("backend.cli_segment", "clicks on a video → per-frame masks, offline"),
     "export": ("backend.cli_export", "Label Studio masks → DAVIS / COCO / YouTube-VIS"),
+    "bulk": ("backend.bulk.cli", "pre-annotate a whole Label Studio project on Ray"),
 }
 
 

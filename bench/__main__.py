@@ -21,6 +21,7 @@ QUICK = [
     ["tracks.py"],
     ["video_decode.py", "--frames", "60", "--repeat", "1"],
     ["sam2_engine.py", "--sides", "256", "--frames", "10", "--size", "427x240"],
+    ["bulk.py"],
 ]
 
 

@@ -7,6 +7,7 @@ Layers, lowest first (a module may import its own layer and those below):
 2. session — the interactive session, background jobs, running a plan within a budget
 3. Label Studio — ``backend.ls``: label configs, prompts, results, RLE, client, media, export
 4. front ends — the HTTP server, evaluation, the command line, weights download
+5. bulk — ``backend.bulk``: a whole project on Ray (a front end nothing else imports)
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("backend.server", "backend.eval", "backend.cli", "backend.cli_import", "backend.cli_export",
      "backend.cli_segment", "backend.cli_info", "backend.weights", "backend.__main__",
      "backend.demo"),
+    ("backend.bulk",),
 ]  # fmt: skip
 HTTP = ("requests", "httpx", "urllib.request", "flask", "werkzeug", "label_studio_sdk")
 
@@ -97,3 +99,14 @@ def test_engines_and_session_load_no_http_and_no_evaluation():
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_only_bulk_imports_ray():
+    """Ray is a dependency of the bulk front end alone: no engine, session or server code."""
+    bad = [
+        module_name(p)
+        for p in SOURCES
+        if layer(module_name(p)) < layer("backend.bulk")
+        and any(n == "ray" or n.startswith("ray.") for n in imports(p))
+    ]
+    assert not bad, f"only backend.bulk may import ray: {bad}"

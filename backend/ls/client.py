@@ -11,6 +11,7 @@ import logging
 import threading
 from collections.abc import Callable
 from functools import cached_property
+from typing import Any
 
 from backend.config import Settings
 
@@ -115,3 +116,86 @@ def replace_prediction(
         client.predictions.delete(id=pid)
     log.info("task %s: prediction %s written (%d older removed)", task_id, created.id, len(older))
     return created.id
+
+
+class LabelStudioError(RuntimeError):
+    """A Label Studio API call failed; the message is one line that says what to fix."""
+
+
+class ProjectAPI:
+    """The few Label Studio REST calls a whole-project run needs (JSON in, JSON out), with
+    one-line errors: unreachable, refused token, missing project or task."""
+
+    def __init__(
+        self, connection: LabelStudioConnection, *, timeout_s: float = 60.0, verify: bool = True
+    ):
+        self.connection = connection
+        self.timeout_s = timeout_s
+        self.verify = verify
+
+    def check(self) -> None:
+        """Fail early and clearly: settings missing, Label Studio down, token refused."""
+        import requests
+
+        if not self.connection.configured:
+            raise LabelStudioError("set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY")
+        try:
+            requests.get(f"{self.connection.url}/health", timeout=min(self.timeout_s, 15.0),
+                         verify=self.verify)  # fmt: skip
+        except requests.RequestException as exc:
+            raise LabelStudioError(
+                f"cannot reach Label Studio at {self.connection.url} ({type(exc).__name__})"
+            ) from None
+        self.get("/api/current-user/whoami")
+
+    def get(self, path: str, params: dict | None = None, *, what: str = "") -> Any:
+        import requests
+
+        try:
+            headers = self.connection.auth_header()
+        except LabelStudioAuthError as exc:
+            raise LabelStudioError(str(exc)) from None
+        try:
+            resp = requests.get(f"{self.connection.url}{path}", params=params, headers=headers,
+                                timeout=self.timeout_s, verify=self.verify)  # fmt: skip
+        except requests.RequestException as exc:
+            raise LabelStudioError(
+                f"cannot reach Label Studio at {self.connection.url} ({type(exc).__name__})"
+            ) from None
+        if resp.status_code in (401, 403):
+            raise LabelStudioError(
+                f"Label Studio refused LABEL_STUDIO_API_KEY (HTTP {resp.status_code}) on {path}"
+            )
+        if resp.status_code == 404:
+            raise LabelStudioError(f"{what or path}: not found in Label Studio (HTTP 404)")
+        if resp.status_code != 200:
+            raise LabelStudioError(f"{path}: Label Studio answered HTTP {resp.status_code}")
+        return resp.json()
+
+    def label_config(self, project_id: int) -> str:
+        project = self.get(f"/api/projects/{project_id}", what=f"project {project_id}")
+        return str(project.get("label_config") or "")
+
+    def task_ids(self, project_id: int, page_size: int = 500) -> list[int]:
+        """Every task id of the project, in Label Studio's order (no annotations fetched)."""
+        ids: list[int] = []
+        page = 1
+        while True:
+            body = self.get("/api/tasks", {"project": project_id, "page": page,
+                                           "page_size": page_size, "fields": "task_only"},
+                            what=f"project {project_id}")  # fmt: skip
+            tasks = body.get("tasks", []) if isinstance(body, dict) else body
+            ids += [int(t["id"]) for t in tasks if isinstance(t, dict) and "id" in t]
+            total = body.get("total") if isinstance(body, dict) else None
+            if not tasks or total is None or len(ids) >= int(total):
+                return ids
+            page += 1
+
+    def task(self, task_id: int) -> dict[str, Any]:
+        """The task with its annotations and predictions."""
+        return self.get(f"/api/tasks/{task_id}", what=f"task {task_id}")
+
+    def drafts(self, task_id: int) -> list[dict[str, Any]]:
+        """Every annotator's drafts of the task."""
+        body = self.get(f"/api/tasks/{task_id}/drafts", what=f"drafts of task {task_id}")
+        return [d for d in body if isinstance(d, dict)] if isinstance(body, list) else []
