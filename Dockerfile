@@ -32,15 +32,21 @@ ARG DEVICE=cpu
 
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 
+# The project's pins (constraints.txt) hold for everything but torch and torchvision, whose
+# versions are the build arguments above.
+COPY constraints.txt /opt/req/
+RUN grep -vE '^(torch|torchvision)==' /opt/req/constraints.txt >/opt/req/pins.txt
+
 # torch first, in its own layer: it changes least and weighs most. An extra CA bundle (a
-# corporate proxy) comes as the build secret "ca" and stays out of the image.
-RUN --mount=type=secret,id=ca \
+# corporate proxy) comes as the build secret "ca" and stays out of the image; pip's downloads
+# go to a tmpfs.
+RUN --mount=type=secret,id=ca --mount=type=tmpfs,target=/tmp \
     set -eu; \
     if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi; \
     case "$TORCH_FLAVOUR" in cpu|cuda) ;; *) echo "TORCH_FLAVOUR must be cpu or cuda" >&2; exit 2;; esac; \
     case "$TORCH_FLAVOUR:$DEVICE" in cpu:cuda*) echo "DEVICE=$DEVICE needs TORCH_FLAVOUR=cuda" >&2; exit 2;; esac; \
     python3 -m venv /opt/venv; \
-    /opt/venv/bin/pip install -q \
+    /opt/venv/bin/pip install -q -c /opt/req/pins.txt \
         ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} \
         "torch==$TORCH_VERSION" ${TORCHVISION_VERSION:+"torchvision==$TORCHVISION_VERSION"}; \
     /opt/venv/bin/python -c "import sys, torch; cuda = torch.version.cuda; \
@@ -51,14 +57,12 @@ PIP_FIND_LINKS with CPU wheels' % (sys.argv[1], torch.__version__, 'a CUDA build
         "$TORCH_FLAVOUR"; \
     if [ -n "$TORCHVISION_VERSION" ]; then /opt/venv/bin/python -c "import torchvision"; fi
 
-# The runtime requirements with the project's pins (the torch stack is pinned above instead).
-COPY requirements.txt constraints.txt /tmp/req/
-RUN --mount=type=secret,id=ca \
+# The runtime requirements (no dev tools), then the unprivileged user.
+COPY requirements.txt /opt/req/
+RUN --mount=type=secret,id=ca --mount=type=tmpfs,target=/tmp \
     set -eu; \
     if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi; \
-    grep -vE '^(torch|torchvision|triton|nvidia-|cuda-)' /tmp/req/constraints.txt >/tmp/req/c.txt; \
-    /opt/venv/bin/pip install -q -r /tmp/req/requirements.txt -c /tmp/req/c.txt; \
-    rm -rf /tmp/req; \
+    /opt/venv/bin/pip install -q -r /opt/req/requirements.txt -c /opt/req/pins.txt; \
     groupadd --gid 10001 tam; \
     useradd --uid 10001 --gid tam --no-create-home --home-dir /app --shell /usr/sbin/nologin tam; \
     mkdir -p /app /data/model_dir /weights; \
@@ -83,4 +87,5 @@ USER 10001:10001
 EXPOSE 9090
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "/app/healthcheck.py"]
-CMD ["sh", "-c", "exec gunicorn --bind \"$HOST:$PORT\" --workers \"$WORKERS\" --threads \"$THREADS\" --timeout 0 --log-level \"$LOG_LEVEL\" _wsgi:app"]
+# No gunicorn control socket: it would be written under $HOME (/app, not writable).
+CMD ["sh", "-c", "exec gunicorn --bind \"$HOST:$PORT\" --workers \"$WORKERS\" --threads \"$THREADS\" --timeout 0 --log-level \"$LOG_LEVEL\" --no-control-socket _wsgi:app"]
