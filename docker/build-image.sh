@@ -5,7 +5,8 @@
 #
 # BASE_IMAGE   the base (default: tam-base:bookworm, made by docker/make-base-image.sh when absent)
 # WHEEL_DIR    a local wheel folder (default: $PIP_FIND_LINKS when it is a folder), served on
-#              127.0.0.1 over HTTP for the build only and given to pip as PIP_FIND_LINKS
+#              127.0.0.1:$WHEEL_PORT (38917) over HTTP for the build only, given to pip as
+#              PIP_FIND_LINKS
 # CA_BUNDLE    a CA bundle for pip inside the build (default: $SSL_CERT_FILE), passed as the
 #              build secret "ca", never stored in the image
 # TORCH_VERSION, TORCHVISION_VERSION, TORCH_INDEX_URL, PIP_EXTRA_INDEX_URL: passed on when set.
@@ -69,7 +70,13 @@ server_pid=
 cleanup() { [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null || true; }
 trap cleanup EXIT
 if [ -n "$wheel_dir" ]; then
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  # A fixed port by default: the URL is a build argument, and a new value would miss the cache
+  # of every layer after it.
+  port=${WHEEL_PORT:-38917}
+  if ! python3 -c "import socket, sys; socket.socket().bind(('127.0.0.1', int(sys.argv[1])))" "$port" 2>/dev/null; then
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    echo "port ${WHEEL_PORT:-38917} is taken: serving $wheel_dir on $port (no layer cache reuse)"
+  fi
   python3 -m http.server --bind 127.0.0.1 --directory "$wheel_dir" "$port" >/dev/null 2>&1 &
   server_pid=$!
   args+=(--build-arg "PIP_FIND_LINKS=http://127.0.0.1:$port/")
