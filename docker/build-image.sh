@@ -4,11 +4,11 @@
 #   docker/build-image.sh cpu|gpu [TAG]       default TAG: tam-backend:cpu / tam-backend:gpu
 #
 # BASE_IMAGE   the base (default: tam-base:bookworm, made by docker/make-base-image.sh when absent)
-# WHEEL_DIR    a local wheel folder (default: $PIP_FIND_LINKS when it is a folder), served on
-#              127.0.0.1:$WHEEL_PORT (38917) over HTTP for the build only, given to pip as
-#              PIP_FIND_LINKS
-# CA_BUNDLE    a CA bundle for pip inside the build (default: $SSL_CERT_FILE), passed as the
-#              build secret "ca", never stored in the image
+# WHEEL_DIR    a local wheel folder (default: $PIP_FIND_LINKS, else pip's find-links setting, when
+#              a folder), served over HTTP on 127.0.0.1:$WHEEL_PORT (default 38917) for the build
+#              only and given to pip as PIP_FIND_LINKS
+# CA_BUNDLE    a CA bundle for pip in the build (default: $SSL_CERT_FILE, else pip's cert
+#              setting), passed as the build secret "ca": never stored in the image
 # TORCH_VERSION, TORCHVISION_VERSION, TORCH_INDEX_URL, PIP_EXTRA_INDEX_URL: passed on when set.
 #              For cpu without TORCH_VERSION, the newest torch CPU wheel ("+cpu") in WHEEL_DIR
 #              picks the version, and torchvision is the CPU wheel of the matching release
@@ -34,10 +34,13 @@ fi
 
 args=(--network host --build-arg "BASE_IMAGE=$base" --build-arg "TORCH_FLAVOUR=$torch_flavour"
       --build-arg "DEVICE=$device" -t "$tag")
-wheel_dir=${WHEEL_DIR:-}
-if [ -z "$wheel_dir" ] && [ -n "${PIP_FIND_LINKS:-}" ] && [ -d "${PIP_FIND_LINKS}" ]; then
-  wheel_dir=$PIP_FIND_LINKS
-fi
+# A setting of this machine's pip (`pip config list`), e.g. find-links or cert; empty if none.
+pip_setting() {
+  python3 -m pip config list 2>/dev/null | sed -nE "s/^(global|install|:env:)\.$1='([^' ]*).*/\2/p" \
+    | head -n 1
+}
+wheel_dir=${WHEEL_DIR:-${PIP_FIND_LINKS:-$(pip_setting find-links)}}
+[ -n "$wheel_dir" ] && [ ! -d "$wheel_dir" ] && wheel_dir=
 torch_version=${TORCH_VERSION:-}
 torchvision_version=${TORCHVISION_VERSION:-}
 if [ "$flavour" = cpu ] && [ -z "$torch_version" ] && [ -n "$wheel_dir" ]; then
@@ -63,7 +66,7 @@ elif [ -n "$torchvision_version" ]; then
 fi
 [ -n "${TORCH_INDEX_URL:-}" ] && args+=(--build-arg "TORCH_INDEX_URL=$TORCH_INDEX_URL")
 [ -n "${PIP_EXTRA_INDEX_URL:-}" ] && args+=(--build-arg "PIP_EXTRA_INDEX_URL=$PIP_EXTRA_INDEX_URL")
-ca=${CA_BUNDLE:-${SSL_CERT_FILE:-}}
+ca=${CA_BUNDLE:-${SSL_CERT_FILE:-$(pip_setting cert)}}
 [ -n "$ca" ] && [ -f "$ca" ] && args+=(--secret "id=ca,src=$ca")
 
 server_pid=

@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 SKIP_ENV = "TAM_SKIP_DOCKER"
 IMAGE_TAG = os.environ.get("TAM_DOCKER_TEST_TAG", "tam-backend:test-cpu")
 BUILD_TIMEOUT_S = 1800
+HEALTHY_WITHIN_S = 180
 
 _report: list[str] = []
 
@@ -136,3 +137,17 @@ def container_log(docker: Docker, name: str) -> str:
         [docker.exe, "logs", "--tail", "40", name], capture_output=True, text=True, timeout=60
     )
     return f"--- last lines of {name}'s log ---\n{proc.stdout}{proc.stderr}"
+
+
+def wait_healthy(docker: Docker, name: str) -> str:
+    """Poll the container's own HEALTHCHECK; ``"<state> <health>"`` when healthy or stopped."""
+    deadline = time.monotonic() + HEALTHY_WITHIN_S
+    state = ""
+    while time.monotonic() < deadline:
+        state = docker.run(
+            "inspect", name, "--format", "{{.State.Status}} {{.State.Health.Status}}"
+        ).strip()
+        if state.split()[0] != "running" or state.split()[-1] == "healthy":
+            break
+        time.sleep(1)
+    return state

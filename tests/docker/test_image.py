@@ -9,7 +9,6 @@ keep MODEL_DIR on a volume, and become healthy through its own HEALTHCHECK.
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -20,13 +19,12 @@ from backend.eval.remote import keypoint, label_config, local_files_url
 from backend.ls import rle
 from backend.masks import jaccard
 from tests.conftest import DAVIS
-from tests.docker.conftest import BuiltImage, Docker, container_log
+from tests.docker.conftest import BuiltImage, Docker, container_log, wait_healthy
 
 pytestmark = pytest.mark.slow
 
 SEQUENCE, FRAMES = "blackswan", 10
 MEDIA = "/media"  # the local-files root inside the container
-HEALTHY_WITHIN_S = 180
 
 # Run inside the container: send stdin (or nothing) to 127.0.0.1:$PORT/<path>, print
 # {"status": ..., "body": ...} as JSON. Standard library only.
@@ -57,19 +55,6 @@ def _call(docker: Docker, name: str, path: str, body: dict | None = None) -> tup
         pytest.fail(f"{path} answered {answer['status']} with non-JSON: {answer['body'][:500]}")
 
 
-def _wait_healthy(docker: Docker, name: str) -> str:
-    deadline = time.monotonic() + HEALTHY_WITHIN_S
-    state = ""
-    while time.monotonic() < deadline:
-        state = docker.run(
-            "inspect", name, "--format", "{{.State.Status}} {{.State.Health.Status}}"
-        )
-        if state.split()[0] != "running" or state.split()[-1] == "healthy":
-            break
-        time.sleep(1)
-    return state.strip()
-
-
 @pytest.fixture(scope="module")
 def click_task():
     if not DAVIS.is_dir():
@@ -98,7 +83,7 @@ def test_cpu_image_answers_a_click_offline_as_non_root(
         "--health-interval", "2s", "--health-start-period", "120s",
         cpu_image.tag,
     )  # fmt: skip
-    state = _wait_healthy(docker, name)
+    state = wait_healthy(docker, name)
     assert state == "running healthy", f"{state}\n{container_log(docker, name)}"
 
     status, health = _call(docker, name, "/health")
