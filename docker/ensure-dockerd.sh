@@ -20,7 +20,7 @@ if ! command -v dockerd >/dev/null || [ ! -x /usr/bin/docker ]; then
   fi
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends docker.io >/dev/null
+  apt-get install -y -qq docker.io >/dev/null
 fi
 cli=$(docker_cli)
 if ! "$cli" info >/dev/null 2>&1; then

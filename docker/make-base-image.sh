@@ -18,7 +18,7 @@ fi
 if ! command -v debootstrap >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
+  apt-get install -y -qq debootstrap >/dev/null
 fi
 mirror=${DEBIAN_MIRROR:-}
 if [ -z "$mirror" ]; then
