@@ -30,13 +30,15 @@ if ! "$cli" info >/dev/null 2>&1; then
   fi
   # No init system in these containers: run dockerd detached; it starts its own containerd.
   setsid nohup dockerd >>"$DOCKERD_LOG" 2>&1 </dev/null &
+  pid=$!
   for _ in $(seq 1 60); do
     "$cli" info >/dev/null 2>&1 && break
+    kill -0 "$pid" 2>/dev/null || break  # it exited: its log says why
     sleep 1
   done
 fi
 if ! "$cli" info >/dev/null 2>&1; then
-  echo "dockerd did not come up within 60 s; the end of $DOCKERD_LOG:" >&2
+  echo "no Docker daemon answers (dockerd exited, or not up within 60 s); the end of $DOCKERD_LOG:" >&2
   tail -n 30 "$DOCKERD_LOG" >&2 || true
   exit 1
 fi
