@@ -21,7 +21,7 @@ ARG TORCH_FLAVOUR=cpu
 # (segment_anything imports torchvision) cannot (docs/docker.md).
 ARG TORCH_VERSION=2.14.1
 ARG TORCHVISION_VERSION=0.29.1
-# An index searched for torch/torchvision only, besides pip's own (torch's CPU index for cpu).
+# An extra index for the torch step only, besides pip's own (torch's CPU index for cpu).
 ARG TORCH_INDEX_URL=
 # pip reads these from the environment: a wheel directory (a path or an http URL, e.g. a local
 # folder served for the build) and an extra index, both optional.

@@ -76,6 +76,9 @@ def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[h.LabelSt
 def model_volume(docker: Docker) -> Iterator[str]:
     name = f"tam-test-model-dir-{uuid.uuid4().hex[:8]}"
     yield name
+    users = docker.run("ps", "-aq", "--filter", f"volume={name}", check=False).split()
+    if users:  # the container fixture may be torn down after this one
+        docker.run("rm", "-f", *users, check=False)
     docker.run("volume", "rm", "-f", name, check=False)
 
 
