@@ -63,6 +63,11 @@ class BuiltImage:
     size_bytes: int
 
 
+def report(line: str) -> None:
+    """A line for the "docker images" section at the end of the pytest output."""
+    _report.append(line)
+
+
 def pytest_terminal_summary(terminalreporter) -> None:
     if _report:
         terminalreporter.section("docker images")
@@ -116,7 +121,7 @@ def cpu_image(docker: Docker) -> BuiltImage:
         pytest.fail(f"building the CPU image failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}")
     size = int(docker.run("image", "inspect", IMAGE_TAG, "--format", "{{.Size}}").strip())
     cached = proc.stdout.count(" CACHED") + proc.stderr.count(" CACHED")
-    _report.append(
+    report(
         f"{IMAGE_TAG}: built in {seconds:.0f} s ({cached} steps from cache), "
         f"size {size / 1e6:.0f} MB ({size} bytes)"
     )

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from backend.masks import jaccard
-from tests.docker.conftest import REPO, BuiltImage, Docker, container_log, wait_healthy
+from tests.docker.conftest import REPO, BuiltImage, Docker, container_log, report, wait_healthy
 from tests.e2e import ls_harness as h
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
@@ -137,5 +137,6 @@ def test_compose_backend_service_answers_a_click_through_label_studio(
     masks = {r["item_index"]: h.decode_brush(r) > 0 for r in results if r["type"] == "brushlabels"}
     assert sorted(masks) == list(range(FRAMES)), sorted(masks)
     scores = [jaccard(g, masks[i]) for i, g in enumerate(gt)]
+    report(f"click through Label Studio, {FRAMES} {SEQUENCE} frames: J mean {np.mean(scores):.3f}")
     assert float(np.mean(scores)) > 0.5, scores
     assert Path(ls.media_root / SEQUENCE / names[0]).exists()
