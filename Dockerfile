@@ -70,7 +70,7 @@ RUN --mount=type=secret,id=ca --mount=type=tmpfs,target=/tmp \
 
 WORKDIR /app
 COPY backend ./backend
-COPY model.py model_video.py _wsgi.py docker/healthcheck.py ./
+COPY model.py model_video.py _wsgi.py docker/healthcheck.py docker/selfcheck.py ./
 COPY docs/labeling-config.xml ./docs/labeling-config.xml
 
 # The README's names (docs/configuration.md). Weights: mount them read-only (e.g. at /weights)

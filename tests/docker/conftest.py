@@ -43,8 +43,9 @@ def docker_exe() -> str | None:
 class Docker:
     exe: str
 
-    def run(self, *args: str, timeout: float = 120, check: bool = True, **kw) -> str:
-        """``docker ARGS``; its stdout. A failure raises with stderr when ``check``."""
+    def run(self, *args: str, timeout: float = 120, check: bool = True, full: bool = False, **kw):
+        """``docker ARGS``; its stdout (the CompletedProcess when ``full``). A failure raises
+        with stderr when ``check``."""
         proc = subprocess.run(
             [self.exe, *args], capture_output=True, text=True, timeout=timeout, **kw
         )
@@ -53,7 +54,7 @@ class Docker:
                 f"docker {' '.join(args[:3])} … exited {proc.returncode}:\n"
                 f"{proc.stderr[-3000:]}{proc.stdout[-2000:]}"
             )
-        return proc.stdout
+        return proc if full else proc.stdout
 
 
 @dataclass(frozen=True)

@@ -133,3 +133,14 @@ def test_cpu_image_holds_no_weights_and_no_dev_tools(docker: Docker, cpu_image: 
     assert lines[-2].startswith("torch ") and lines[-2].endswith(" None"), lines  # a CPU build
     assert lines[-1] == "0", lines  # no test tools, no NVIDIA libraries
     assert len(lines) == 2, lines  # no checkpoint files
+
+
+def test_cpu_image_self_check_passes_offline(docker: Docker, cpu_image: BuiltImage) -> None:
+    proc = docker.run(
+        "run", "--rm", "--network", "none", cpu_image.tag, "python", "/app/selfcheck.py",
+        check=False, full=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr[-3000:]}"
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["ok"] is True and summary["engine"] == "classical", summary
+    assert summary["device"] == "cpu" and summary["frames"] == 8, summary
