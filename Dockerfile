@@ -68,6 +68,19 @@ RUN --mount=type=secret,id=ca --mount=type=tmpfs,target=/tmp \
     mkdir -p /app /data/model_dir /weights; \
     chown tam:tam /data/model_dir
 
+# SAM 2 (ENGINE=sam2, docs/sam2.md): Meta's package builds against the torch installed above
+# (no build isolation, no CUDA extension); it needs torchvision, so an image without it has none.
+COPY requirements-sam2.txt /opt/req/
+RUN --mount=type=secret,id=ca --mount=type=tmpfs,target=/tmp \
+    set -eu; \
+    if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi; \
+    if [ -n "$TORCHVISION_VERSION" ]; then \
+        /opt/venv/bin/pip install -q setuptools -c /opt/req/pins.txt; \
+        SAM2_BUILD_CUDA=0 /opt/venv/bin/pip install -q --no-build-isolation \
+            -r /opt/req/requirements-sam2.txt -c /opt/req/pins.txt; \
+        /opt/venv/bin/python -c "import sam2.build_sam"; \
+    fi
+
 WORKDIR /app
 COPY backend ./backend
 COPY model.py model_video.py _wsgi.py docker/healthcheck.py docker/selfcheck.py ./

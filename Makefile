@@ -17,11 +17,11 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt requirements-sam2.txt constraints.txt
+$(STAMP): requirements.txt requirements-dev.txt requirements-sam2.txt requirements-bulk.txt constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt -c constraints.txt
+	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt -r requirements-bulk.txt -c constraints.txt
 	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt -c constraints.txt
 	$(PY) -m pip install -q setuptools==84.2.1 -c constraints.txt
 	SAM2_BUILD_CUDA=0 $(PY) -m pip install -q --no-build-isolation -r requirements-sam2.txt -c constraints.txt

@@ -88,7 +88,10 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _run(args, settings: Settings, config: str, task_ids: list[int], report_path: Path) -> int:
-    import ray
+    try:
+        import ray
+    except ImportError:
+        return _fail("python -m backend bulk needs Ray: pip install -r requirements-bulk.txt")
 
     from backend.bulk.records import Outcome
     from backend.bulk.runner import BulkRun, RunOptions, WorkerStartError, connect
