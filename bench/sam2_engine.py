@@ -7,8 +7,9 @@ does not depend on the weights' values). Three parts, all through the production
 
 * ``speed``: s/frame and peak RSS per input side (``--sides``) on a short synthetic clip;
 * ``long``: RSS at frame 1,000 and every 1,000 after, to ``--frames`` (goal: growth ≤ 10 %);
-* ``window``: the same short run with the memory window (ours) and with every frame's outputs
-  kept (what ``SAM2VideoPredictor`` does), side by side.
+* ``window``: the tracker's state after a run (bytes of the tensors it holds) with the memory
+  window (ours) and with every frame's outputs kept (what ``SAM2VideoPredictor`` does), side by
+  side; plus what the package's loader would hold for the same frames (computed, not run).
 
     python bench/sam2_engine.py                                   # speed + window, quick
     python bench/sam2_engine.py --parts long --frames 10000 --sides 64
@@ -25,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -62,6 +64,32 @@ def engine_for(checkpoint: Path, model: str, side: int, device: str, keep_frames
             tracker=Sam2Tracker(tracker.model, tracker.precision, keep_frames=keep_frames),
         )
     return engine
+
+
+def tensor_bytes(obj) -> int:
+    """Bytes of every tensor reachable through dicts, lists and tuples."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, list | tuple):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
+
+
+def tracker_state(engine, frames: int, width: int, height: int) -> tuple[int, float]:
+    """(bytes held by the tracker's per-object memories after ``frames`` frames, s/frame)."""
+    source = LazyFrameSource(frames, lambda i: synthetic_frame(i, width, height), cache_size=4)
+    session = engine.tracker.start(source)
+    mask = np.zeros((height, width), bool)
+    mask[height // 3 : 2 * height // 3, width // 3 : 2 * width // 3] = True
+    session.add_mask(0, 1, mask)
+    t0 = time.perf_counter()
+    for _ in session.propagate(0):
+        pass
+    seconds = (time.perf_counter() - t0) / frames
+    held = sum(tensor_bytes(m.outputs) for m in session.memories.values())
+    return held, seconds
 
 
 def run(engine, frames: int, width: int, height: int, marks_every: int = 0):
@@ -113,15 +141,14 @@ def main() -> int:
                     )
                 if "window" in args.parts:
                     n = args.frames or 300
-                    rows = []
+                    print(f"window {model} side={side}, {n} frames: tracker state after the run")
                     for label, keep in (("window (ours)", None), ("keep every frame", 10**9)):
                         engine = engine_for(ckpt, model, side, args.device, keep_frames=keep)
-                        before = rss_mb()
-                        run(engine, n, width, height)
-                        rows.append((label, rss_mb() - before))
-                    print(f"window {model} side={side}, {n} frames: RSS growth over the run")
-                    for label, growth in rows:
-                        print(f"  {label:18s} {growth:8.1f} MiB")
+                        held, s_frame = tracker_state(engine, n, width, height)
+                        print(f"  {label:18s} {held / 2**20:9.2f} MiB  ({s_frame:.3f} s/frame)")
+                    images = n * 3 * side * side * 4
+                    print(f"  the package's init_state would also hold {images / 2**20:9.1f} MiB "
+                          f"of frames ({n} × 3×{side}×{side} float32; computed)")  # fmt: skip
                 if "long" in args.parts:
                     n = args.frames or 10_000
                     engine = engine_for(ckpt, model, side, args.device)
