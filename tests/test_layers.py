@@ -22,7 +22,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS: list[tuple[str, ...]] = [
     ("backend", "backend.types", "backend.frames", "backend.masks", "backend.config",
-     "backend.video", "backend.overlay"),
+     "backend.video", "backend.overlay", "backend.state_dicts"),
     ("backend.segmenter", "backend.tracker", "backend.sam2_engine", "backend.refine",
      "backend.engine", "backend.pipeline"),
     ("backend.session", "backend.jobs", "backend.runs"),

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from backend.state_dicts import fit_problems
+
 log = logging.getLogger(__name__)
 
 #: ``SAM2_MODEL`` value → the config inside the ``sam2`` package.
@@ -120,11 +122,6 @@ def read_state_dict(checkpoint: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _key_list(keys: list[str], limit: int = 3) -> str:
-    shown = ", ".join(keys[:limit])
-    return f"{shown} (+{len(keys) - limit} more)" if len(keys) > limit else shown
-
-
 def _has_compiled_ops() -> bool:
     try:
         from sam2 import _C  # noqa: F401
@@ -140,17 +137,7 @@ def load_model(
     torch_device = resolve_device(device)
     state = read_state_dict(checkpoint)
     model = build_untrained(model_name, image_size=image_size, device="cpu")
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing keys: {_key_list(missing)}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected keys: {_key_list(unexpected)}")
-    if wrong:
-        problems.append(f"{len(wrong)} keys of another shape: {_key_list(wrong)}")
+    problems = fit_problems(model.state_dict(), state)
     if problems:
         guess = model_from_filename(checkpoint)
         hint = (

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from backend.sam2_engine.model import Precision
-from backend.segmenter.base import SegmentOutput
+from backend.segmenter.base import SegmentOutput, prompt_arrays
 
 PRIOR_EPS = 1e-4
 
@@ -92,12 +92,7 @@ class Sam2Segmenter:
         with self._lock:
             if self._size is None:
                 raise RuntimeError("call set_image() before predict()")
-            points = np.asarray(point_coords, dtype=np.float32).reshape(-1, 2)
-            labels = np.asarray(point_labels, dtype=np.int64).reshape(-1)
-            if len(points) != len(labels):
-                raise ValueError(f"{len(points)} points but {len(labels)} labels")
-            if not np.isin(labels, (0, 1)).all():
-                raise ValueError("point labels must be 0 (negative) or 1 (positive)")
+            points, labels = prompt_arrays(point_coords, point_labels)
             side = self.model.image_size // 4
             mask_input = None
             if mask_prior is not None:

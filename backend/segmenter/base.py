@@ -42,6 +42,17 @@ class SegmentOutput:
         return float(self.scores[self.best_index()])
 
 
+def prompt_arrays(point_coords, point_labels) -> tuple[np.ndarray, np.ndarray]:
+    """Clicks as an ``N×2`` float64 array and an ``N`` int64 array of 0/1, checked (ValueError)."""
+    points = np.asarray(point_coords, dtype=np.float64).reshape(-1, 2)
+    labels = np.asarray(point_labels, dtype=np.int64).reshape(-1)
+    if len(points) != len(labels):
+        raise ValueError(f"{len(points)} points but {len(labels)} labels")
+    if not np.isin(labels, (0, 1)).all():
+        raise ValueError("point labels must be 0 (negative) or 1 (positive)")
+    return points, labels
+
+
 @runtime_checkable
 class Segmenter(Protocol):
     """Click-promptable single-image segmenter."""

@@ -29,8 +29,9 @@ from segment_anything import build_sam_vit_b, build_sam_vit_h, build_sam_vit_l
 from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
 
-from backend.segmenter.base import SegmentOutput
+from backend.segmenter.base import SegmentOutput, prompt_arrays
 from backend.segmenter.embedding_cache import Embedding, EmbeddingCache, entry_key
+from backend.state_dicts import fit_problems
 
 log = logging.getLogger(__name__)
 
@@ -108,27 +109,6 @@ def _unwrap_state_dict(obj: object) -> dict[str, torch.Tensor] | None:
     return None
 
 
-def _fit_problems(model: Sam, state: Mapping[str, torch.Tensor]) -> list[str]:
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    mismatched = sorted(
-        k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape)
-    )
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
-    if mismatched:
-        k = mismatched[0]
-        problems.append(
-            f"{len(mismatched)} shape mismatches (e.g. {k}: file {tuple(state[k].shape)}, "
-            f"model {tuple(expected[k].shape)})"
-        )
-    return problems
-
-
 def load_sam(checkpoint: Path, model_type: str, device: str = "cpu") -> Sam:
     """Build ``model_type`` and load the weights in ``checkpoint`` onto ``device`` (eval mode).
 
@@ -158,7 +138,7 @@ def load_sam(checkpoint: Path, model_type: str, device: str = "cpu") -> Sam:
     if not state:
         raise CheckpointError(f"{path} does not contain a state_dict of tensors")
     model = builder()
-    problems = _fit_problems(model, state)
+    problems = fit_problems(model.state_dict(), state)
     if problems:
         raise CheckpointError(
             f"checkpoint {path.name} does not fit model type {model_type!r}: it looks like "
@@ -354,12 +334,7 @@ class SamSegmenter:
             if self._embedding is None or self._key is None:
                 raise RuntimeError("call set_image() before predict()")
             emb = self._embedding
-            points = np.asarray(point_coords, dtype=np.float64).reshape(-1, 2)
-            labels = np.asarray(point_labels, dtype=np.int64).reshape(-1)
-            if len(points) != len(labels):
-                raise ValueError(f"{len(points)} points but {len(labels)} labels")
-            if not np.isin(labels, (0, 1)).all():
-                raise ValueError("point labels must be 0 (negative) or 1 (positive)")
+            points, labels = prompt_arrays(point_coords, point_labels)
 
             mask_input = None
             if mask_prior is not None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from backend.state_dicts import fit_problems
 from backend.tracker.xmem.config import XMemDims
 from backend.tracker.xmem.network import XMemNetwork
 
@@ -53,20 +54,7 @@ def check_state_dict(
     expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor]
 ) -> None:
     """Raise :class:`CheckpointError` listing missing/unexpected keys and shape mismatches."""
-    missing = [k for k in expected if k not in given and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in given if k not in expected]
-    shapes = [
-        f"{k}: checkpoint {tuple(given[k].shape)} != network {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in given and tuple(given[k].shape) != tuple(v.shape)
-    ]
-    problems = []
-    if missing:
-        problems.append(f"missing keys ({len(missing)}): {', '.join(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys ({len(unexpected)}): {', '.join(unexpected)}")
-    if shapes:
-        problems.append(f"shape mismatches ({len(shapes)}): {'; '.join(shapes)}")
+    problems = fit_problems(expected, given, optional_suffixes=("num_batches_tracked",))
     if problems:
         raise CheckpointError("XMem checkpoint does not match the network: " + " | ".join(problems))
 
