@@ -120,13 +120,18 @@ class Correction:
 
 
 def next_correction(
-    gt: Sequence[np.ndarray], pred: Sequence[np.ndarray], obj_ids: Sequence[int]
+    gt: Sequence[np.ndarray],
+    pred: Sequence[np.ndarray],
+    obj_ids: Sequence[int],
+    frames: Sequence[int] | None = None,
 ) -> Correction | None:
-    """Clicks on the worst frame (lowest mean J, first on ties); None when all are exact."""
+    """Clicks on the worst frame (lowest mean J, first on ties) among ``frames`` (default
+    all); None when they are all exact."""
     if len(gt) != len(pred):
         raise ValueError(f"{len(gt)} ground-truth frames but {len(pred)} predictions")
     quality = [frame_quality(g, p, obj_ids) for g, p in zip(gt, pred, strict=True)]
-    order = np.argsort(quality, kind="stable")
+    allowed = range(len(gt)) if frames is None else frames
+    order = sorted(allowed, key=lambda t: (quality[t], t))
     for t in order:
         t = int(t)
         clicks = {}

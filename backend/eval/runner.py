@@ -188,6 +188,7 @@ def run_sequence(
     max_frames: int | None,
     config: EvalConfig,
     protocol: str = "click",
+    pick_scored: bool = False,
 ) -> tuple[SequenceRun, list[np.ndarray], list[str]]:
     """All rounds on one sequence; returns the run, the last round's label maps, frame stems."""
     seq = load_sequence(root, name, max_frames)
@@ -231,8 +232,10 @@ def run_sequence(
         )  # fmt: skip
         if r == rounds:
             break
-        corr = next_correction(gt, preds, ids)
+        corr = next_correction(gt, preds, ids, scored_frames(len(seq), config, pick_scored))
         todo = {} if corr is None else {o: (corr.frame, c) for o, c in corr.clicks.items()}
+        if corr is not None:
+            log.info("%s: next correction on frame %d (J %.3f)", name, corr.frame, corr.quality)
         if corr is None:
             log.info("%s: prediction exact after round %d; later rounds repeat it", name, r)
     return run, preds, [p.stem for p in seq.annotations]
@@ -331,6 +334,14 @@ def build_noc_report(
     }
 
 
+def scored_frames(n: int, config: EvalConfig, pick_scored: bool) -> list[int] | None:
+    """Frames a correction may go to: all (the default protocol), or with ``pick_scored``
+    only those the score counts (first and last skipped under the DAVIS rule)."""
+    if not pick_scored or not config.skip_first_last or n <= 2:
+        return None
+    return list(range(1, n - 1))
+
+
 def area_under_rounds(values: Sequence[float]) -> float:
     """Trapezoid area under J&F vs round, divided by the round span (= J&F for one round)."""
     if len(values) == 1:
@@ -352,6 +363,7 @@ def run_davis(
     max_frames: int | None = None,
     config: EvalConfig | None = None,
     protocol: str = "click",
+    pick_scored: bool = False,
 ) -> dict:
     """Run a protocol on DAVIS sequences and return the report (fractions 0..1; NoC in
     clicks).
@@ -402,12 +414,14 @@ def run_davis(
             max_frames=max_frames,
             config=config,
             protocol=protocol,
+            pick_scored=pick_scored,
         )
         runs.append(run)
         if out_dir is not None:
             for stem, labels in zip(stems, preds, strict=True):
                 write_index_png(Path(out_dir) / name / f"{stem}.png", labels)
     report = build_report(runs, engine_name=engine_name, config=config, protocol=protocol)
+    report["pick_scored"] = pick_scored
     _write_json(json_path, report)
     return report
 
@@ -543,6 +557,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="click: one click then corrections; box: a tight box on frame 0 then "
         "corrections; noc: clicks on frame 0 until IoU 0.85/0.90 (max 20)",
     )
+    parser.add_argument(
+        "--pick-scored",
+        action="store_true",
+        help="corrections go to the worst *scored* frame (not the first or last frame, "
+        "which the DAVIS rule does not score)",
+    )
     parser.add_argument("--engine", default="auto", choices=ENGINES)
     parser.add_argument("--rounds", type=int, default=1, help="1 = one-click protocol")
     parser.add_argument("--out", type=Path, help="write predicted index PNGs to DIR/<seq>/")
@@ -577,6 +597,7 @@ def main(args: argparse.Namespace) -> int:
             args.davis,
             sequences=split_sequences(args.split) if args.split else args.sequences,
             protocol=args.protocol,
+            pick_scored=args.pick_scored,
             engine=engine,
             rounds=args.rounds,
             out_dir=args.out,

@@ -155,3 +155,21 @@ def test_cli_split_protocol_and_refusals(davis_root, tmp_path, monkeypatch, caps
     assert runner.main(remote) == 2
     with pytest.raises(SystemExit):
         parser.parse_args(["--davis", "x", "--split", "tune", "--sequences", "a"])
+
+
+def test_pick_scored_keeps_corrections_off_unscored_frames() -> None:
+    from backend.eval.clicks import next_correction
+    from backend.eval.metrics import EvalConfig
+
+    gt = [np.zeros((20, 20), np.uint8) for _ in range(5)]
+    for g in gt:
+        g[5:15, 5:15] = 1
+    pred = [g.copy() for g in gt]
+    pred[4][:] = 0  # the last frame is the worst, but the DAVIS rule does not score it
+    pred[2][5:10, 5:15] = 0
+    assert next_correction(gt, pred, [1]).frame == 4
+    frames = runner.scored_frames(5, EvalConfig(), pick_scored=True)
+    assert frames == [1, 2, 3]
+    assert next_correction(gt, pred, [1], frames).frame == 2
+    assert runner.scored_frames(5, EvalConfig(), pick_scored=False) is None
+    assert runner.scored_frames(5, EvalConfig(skip_first_last=False), pick_scored=True) is None
