@@ -176,12 +176,20 @@ def geodesic_distance(cost: np.ndarray, seeds: np.ndarray) -> np.ndarray:
 def _ordered_discs(
     shape: tuple[int, int], pts: np.ndarray, labels: np.ndarray, radius: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Positive and negative seed discs around clicks; where discs of opposite sign overlap,
-    the later click wins (the annotator's latest word), so no click is silently overruled."""
-    out = np.zeros(shape, np.uint8)  # 0 none, 1 positive, 2 negative
+    """Positive and negative seed discs around clicks. Where discs of opposite sign overlap,
+    each pixel goes to the nearest click (the later one on ties), so every click keeps its
+    own pixel and no click is silently overruled by a neighbour."""
+    h, w = shape
     r = max(1, int(round(radius)))
+    best = np.full(shape, np.inf, np.float32)
+    out = np.zeros(shape, np.uint8)  # 0 none, 1 positive, 2 negative
+    yy, xx = np.mgrid[:h, :w]
     for (x, y), lab in zip(pts, labels, strict=True):
-        cv2.circle(out, (int(round(x)), int(round(y))), r, 1 if lab == 1 else 2, -1)
+        cx, cy = int(round(x)), int(round(y))
+        d2 = ((xx - cx) ** 2 + (yy - cy) ** 2).astype(np.float32)
+        take = (d2 <= r * r) & (d2 <= best)
+        best[take] = d2[take]
+        out[take] = 1 if lab == 1 else 2
     return out == 1, out == 2
 
 

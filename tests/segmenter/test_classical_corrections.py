@@ -75,12 +75,16 @@ def test_negative_seed_in_a_hole_keeps_the_hole_open() -> None:
     assert not kept[15:25, 15:25].any() and kept[8, 8]  # ... unless a negative click is there
 
 
-def test_overlapping_discs_the_later_click_wins() -> None:
+def test_overlapping_discs_go_to_the_nearest_click() -> None:
     pts = np.array([[10.0, 10.0], [13.0, 10.0]])
     pos, neg = _ordered_discs((20, 30), pts, np.array([1, 0]), 3)
-    assert neg[10, 13] and neg[10, 11] and not pos[10, 11] and pos[10, 7]
+    assert pos[10, 10] and pos[10, 11] and neg[10, 12] and neg[10, 13] and pos[10, 7]
+    assert not (pos & neg).any()
     pos, neg = _ordered_discs((20, 30), pts, np.array([0, 1]), 3)
-    assert pos[10, 11] and not neg[10, 11]
+    assert neg[10, 10] and pos[10, 13] and not pos[10, 10]
+    same = np.array([[10.0, 10.0], [10.0, 10.0]])  # the same spot: the later click wins
+    pos, neg = _ordered_discs((20, 30), same, np.array([1, 0]), 3)
+    assert neg[10, 10] and not pos.any()
 
 
 def test_reach_scales_with_the_clicks_distance_to_the_boundary() -> None:
