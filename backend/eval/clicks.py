@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from backend.masks import jaccard
-from backend.types import Click
+from backend.types import Box, Click
 
 
 def deepest_point(mask: np.ndarray) -> tuple[int, int] | None:
@@ -53,6 +53,26 @@ def first_frame_clicks(first_gt: np.ndarray, obj_ids: Sequence[int]) -> dict[int
         if point is not None:
             clicks[oid] = click_at(point, positive=True)
     return clicks
+
+
+def tight_box(mask: np.ndarray) -> Box | None:
+    """The tightest box around a mask, in native pixel-edge coordinates (a pixel at column
+    ``c`` spans ``c .. c + 1``), or None when the mask is empty."""
+    rows = np.flatnonzero(np.asarray(mask, bool).any(axis=1))
+    cols = np.flatnonzero(np.asarray(mask, bool).any(axis=0))
+    if rows.size == 0:
+        return None
+    return Box(x0=float(cols[0]), y0=float(rows[0]), x1=float(cols[-1] + 1), y1=float(rows[-1] + 1))
+
+
+def first_frame_boxes(first_gt: np.ndarray, obj_ids: Sequence[int]) -> dict[int, Box]:
+    """The box protocol's prompt: a tight box around each object of the first GT label map."""
+    boxes = {}
+    for oid in obj_ids:
+        box = tight_box(first_gt == oid)
+        if box is not None:
+            boxes[oid] = box
+    return boxes
 
 
 def largest_error(gt: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, bool] | None:
@@ -100,13 +120,18 @@ class Correction:
 
 
 def next_correction(
-    gt: Sequence[np.ndarray], pred: Sequence[np.ndarray], obj_ids: Sequence[int]
+    gt: Sequence[np.ndarray],
+    pred: Sequence[np.ndarray],
+    obj_ids: Sequence[int],
+    frames: Sequence[int] | None = None,
 ) -> Correction | None:
-    """Clicks on the worst frame (lowest mean J, first on ties); None when all are exact."""
+    """Clicks on the worst frame (lowest mean J, first on ties) among ``frames`` (default
+    all); None when they are all exact."""
     if len(gt) != len(pred):
         raise ValueError(f"{len(gt)} ground-truth frames but {len(pred)} predictions")
     quality = [frame_quality(g, p, obj_ids) for g, p in zip(gt, pred, strict=True)]
-    order = np.argsort(quality, kind="stable")
+    allowed = range(len(gt)) if frames is None else frames
+    order = sorted(allowed, key=lambda t: (quality[t], t))
     for t in order:
         t = int(t)
         clicks = {}

@@ -23,7 +23,7 @@ import requests
 from backend.eval.davis import DavisSequence
 from backend.frames import FrameSource
 from backend.ls import rle
-from backend.types import Click
+from backend.types import Box, Click
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,15 @@ class ServerAnnotator:
             time.sleep(0.2)
         raise TimeoutError(f"task {self.task_id}: job still running after {self.timeout_s}s")
 
-    def click(self, obj_id: int, label: str, clicks: dict[int, list[Click]]) -> list[np.ndarray]:
+    def click(
+        self,
+        obj_id: int,
+        label: str,
+        clicks: dict[int, list[Click]],
+        boxes: dict[int, Box] | None = None,
+    ) -> list[np.ndarray]:
+        if boxes:
+            raise ValueError("the --server annotator sends clicks only (no box protocol)")
         context = [
             keypoint(c, frame, label, self.size, n)
             for frame, cs in sorted(clicks.items())

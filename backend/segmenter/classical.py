@@ -69,6 +69,9 @@ class ClassicalSegmenterConfig:
     """``mask_prior`` values above this become positive seeds."""
     prior_out: float = 0.15
     """``mask_prior`` values below this become (probable) background."""
+    local_corrections: bool = True
+    """With a ``mask_prior``, clicks that disagree with it change the mask only in the region
+    they claim geodesically; the rest of the prior is kept as it was."""
 
 
 @dataclass
@@ -170,16 +173,31 @@ def geodesic_distance(cost: np.ndarray, seeds: np.ndarray) -> np.ndarray:
     return dist.astype(np.float32)
 
 
-def _discs(shape: tuple[int, int], pts: np.ndarray, radius: float) -> np.ndarray:
-    out = np.zeros(shape, dtype=np.uint8)
+def _ordered_discs(
+    shape: tuple[int, int], pts: np.ndarray, labels: np.ndarray, radius: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Positive and negative seed discs around clicks. Where discs of opposite sign overlap,
+    each pixel goes to the nearest click (the later one on ties), so every click keeps its
+    own pixel and no click is silently overruled by a neighbour."""
+    h, w = shape
     r = max(1, int(round(radius)))
-    for x, y in pts:
-        cv2.circle(out, (int(round(x)), int(round(y))), r, 1, -1)
-    return out.astype(bool)
+    best = np.full(shape, np.inf, np.float32)
+    out = np.zeros(shape, np.uint8)  # 0 none, 1 positive, 2 negative
+    yy, xx = np.mgrid[:h, :w]
+    for (x, y), lab in zip(pts, labels, strict=True):
+        cx, cy = int(round(x)), int(round(y))
+        d2 = ((xx - cx) ** 2 + (yy - cy) ** 2).astype(np.float32)
+        take = (d2 <= r * r) & (d2 <= best)
+        best[take] = d2[take]
+        out[take] = 1 if lab == 1 else 2
+    return out == 1, out == 2
 
 
-def keep_seeded_components(mask: np.ndarray, seeds: np.ndarray) -> np.ndarray:
-    """Components of ``mask`` that touch ``seeds``, holes filled."""
+def keep_seeded_components(
+    mask: np.ndarray, seeds: np.ndarray, neg_seeds: np.ndarray | None = None
+) -> np.ndarray:
+    """Components of ``mask`` that touch ``seeds``, holes filled except holes holding a
+    negative seed (a negative click is a hard constraint)."""
     if not mask.any():
         return mask
     lab, n = ndi.label(mask)
@@ -188,7 +206,12 @@ def keep_seeded_components(mask: np.ndarray, seeds: np.ndarray) -> np.ndarray:
     if ids.size == 0:
         return np.zeros_like(mask)
     kept = np.isin(lab, ids)
-    return ndi.binary_fill_holes(kept)
+    filled = ndi.binary_fill_holes(kept)
+    if neg_seeds is not None and (neg_seeds & filled & ~kept).any():
+        holes, _ = ndi.label(filled & ~kept)
+        bad = np.unique(holes[neg_seeds & filled & ~kept])
+        filled &= ~np.isin(holes, bad[bad > 0])
+    return filled
 
 
 def _lloyd(x: np.ndarray, clusters: list[np.ndarray], iters: int) -> list[np.ndarray]:
@@ -243,13 +266,19 @@ def gmm_model(
     return np.concatenate([model[:, 0], model[:, 1:4].ravel(), model[:, 4:].ravel()])[None]
 
 
-def grabcut_deterministic(image: np.ndarray, trimap: np.ndarray, iters: int) -> np.ndarray:
+def grabcut_deterministic(
+    image: np.ndarray, trimap: np.ndarray, iters: int, sure_models: bool = False
+) -> np.ndarray:
     """``cv2.grabCut`` on ``trimap`` (GC_* labels) started from :func:`gmm_model` colour
-    models (``GC_EVAL``), so the result depends only on the inputs; returns the new labels."""
+    models (``GC_EVAL``), so the result depends only on the inputs; returns the new labels.
+    ``sure_models``: fit the starting models on the sure labels only (when both have pixels)."""
     gc = trimap.copy()
     fg = np.isin(gc, (GC_FGD, GC_PR_FGD))
+    bg = ~fg
+    if sure_models and (gc == GC_FGD).sum() >= 20 and (gc == GC_BGD).sum() >= 20:
+        fg, bg = gc == GC_FGD, gc == GC_BGD
     pix = image.reshape(-1, 3)
-    bgd = gmm_model(pix[~fg.reshape(-1)])
+    bgd = gmm_model(pix[bg.reshape(-1)])
     fgd = gmm_model(pix[fg.reshape(-1)])
     try:
         cv2.grabCut(image, gc, None, bgd, fgd, iters, cv2.GC_EVAL)
@@ -317,7 +346,7 @@ class ClassicalSegmenter:
             raise ValueError("point_coords and point_labels differ in length")
         inside = (pts[:, 0] >= 0) & (pts[:, 0] < w) & (pts[:, 1] >= 0) & (pts[:, 1] < h)
         pts, labels = pts[inside], labels[inside]
-        pos, neg = pts[labels == 1], pts[labels == 0]
+        neg = pts[labels == 0]
         n_out = len(cfg.ratios) if multimask_output else 1
 
         sh, sw = prep.small.shape[:2]
@@ -330,8 +359,7 @@ class ClassicalSegmenter:
             )
 
         radius = cfg.click_radius * max(sh, sw)
-        pos_seed = _discs((sh, sw), pos * prep.scale, radius)
-        neg_seed = _discs((sh, sw), neg * prep.scale, radius)
+        pos_seed, neg_seed = _ordered_discs((sh, sw), pts * prep.scale, labels, radius)
         if box is not None:
             small_box = np.asarray(box, np.float64) * prep.scale
             inside_box = _box_region((sh, sw), small_box)
@@ -346,8 +374,10 @@ class ClassicalSegmenter:
                 return SegmentOutput(masks=native, scores=scores)
             if not pos_seed.any():
                 pos_seed |= _box_core((sh, sw), small_box)
+        claimed_in = claimed = None
         if prior_small is not None:
-            pos_seed |= self._prior_core(prep, prior_small, pos_seed, neg_seed)
+            core, claimed_in = self._prior_core(prep, prior_small, pos_seed, neg_seed)
+            pos_seed |= core
         if not pos_seed.any():
             return _empty(h, w, n_out)
 
@@ -358,38 +388,82 @@ class ClassicalSegmenter:
         d_border = geodesic_distance(prep.cost, border) * cfg.border_weight
         d_neg = np.minimum(d_border, geodesic_distance(prep.cost, neg_seed))
         if prior_small is not None:
-            outside = prior_small < cfg.prior_out
-            d_neg = np.minimum(d_neg, geodesic_distance(prep.cost, outside & ~pos_seed) * 2.0)
+            outside, claimed = self._prior_outside(prep, prior_small, pos_seed, neg_seed)
+            # Only positive corrections are local: a negative click on a leak must be able to
+            # remove the whole leak, which often reaches past what the click claims.
+            if not cfg.local_corrections or claimed_in is None or claimed_in.any():
+                claimed = None
+            # A local correction's claim competes with the accepted outside on equal terms.
+            far = 1.0 if claimed is not None and claimed.any() else 2.0
+            d_neg = np.minimum(d_neg, geodesic_distance(prep.cost, outside & ~pos_seed) * far)
 
         ratios = cfg.ratios if multimask_output else (1.0,)
-        candidates = [self._cut(prep, d_pos, d_neg, r, pos_seed, neg_seed) for r in ratios]
+        fixed = None
+        if claimed is not None and claimed.any():
+            grown = cv2.dilate(claimed.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+            fixed = (~grown, prior_small >= 0.5)
+        candidates = [self._cut(prep, d_pos, d_neg, r, pos_seed, neg_seed, fixed) for r in ratios]
         scores = _score(candidates, prep.grad, prep.small, pos_seed)
         masks = np.stack([self._to_native(prep, m) for m in candidates])
         masks &= ~_neg_points_mask(neg, h, w)
         if box is not None:
             masks &= _box_region((h, w), np.asarray(box, np.float64), 0)
+        if claimed is not None and claimed.any():
+            # A correction edits the prior only where its clicks claimed; elsewhere the prior
+            # (the mask the annotator accepted) stays exactly as it was.
+            grown = cv2.dilate(claimed.astype(np.uint8), np.ones((3, 3), np.uint8))
+            region = cv2.resize(grown, (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
+            masks = np.where(region[None], masks, (np.asarray(mask_prior) > 0.5)[None])
         return SegmentOutput(masks=masks, scores=scores.astype(np.float32))
 
     def _prior_core(
         self, prep: _Prepared, prior: np.ndarray, pos_seed: np.ndarray, neg_seed: np.ndarray
-    ) -> np.ndarray:
-        """Confident part of ``mask_prior`` usable as positive seeds.
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Confident part of ``mask_prior`` usable as positive seeds, and the part of the
+        prior that negative clicks claim.
 
         A negative click inside the prior claims the part of it that is geodesically closer
         to the click than to the prior's far side (or to the positive clicks), so a correction
         removes a local region, not the whole object.
         """
         core = prior > self.config.prior_core
-        if not neg_seed.any() or not (core & ~neg_seed).any():
-            return core & ~neg_seed
+        new = neg_seed & (prior >= 0.5)
+        if not new.any() or not (core & ~neg_seed).any():
+            return core & ~neg_seed, new
         # Strongly edge-weighted: the claimed part stops at colour edges inside the prior.
         cost = 1.0 + 50.0 * prep.grad.astype(np.float64) ** 2
-        d_click = geodesic_distance(cost, neg_seed)
+        d_click = geodesic_distance(cost, new)
         finite = core & np.isfinite(d_click)
         med = float(np.median(d_click[finite])) if finite.any() else 0.0
         far = (core & (d_click > med)) | pos_seed
         d_far = geodesic_distance(cost, far)
-        return core & (d_click > d_far)
+        keep = core & (d_click > d_far)
+        return keep, (core & ~keep) | new
+
+    def _prior_outside(
+        self, prep: _Prepared, prior: np.ndarray, pos_seed: np.ndarray, neg_seed: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Confident outside of ``mask_prior`` usable as background seeds, and the part of
+        it that positive clicks claim.
+
+        The mirror image of :meth:`_prior_core`: a positive click outside the prior (a missed
+        part) claims the part of the outside that is geodesically closer to the click than to
+        the outside's far side (or to the negative clicks), so the missed part is re-decided
+        by the cut instead of being pinned to the background around the click.
+        """
+        out = prior < self.config.prior_out
+        new = pos_seed & (prior < 0.5)
+        if not new.any() or not (out & ~pos_seed).any():
+            return out & ~pos_seed, new
+        cost = 1.0 + 50.0 * prep.grad.astype(np.float64) ** 2
+        d_click = geodesic_distance(cost, new)
+        finite = out & np.isfinite(d_click)
+        med = float(np.median(d_click[finite])) if finite.any() else 0.0
+        far = (out & (d_click > med) & ~pos_seed) | neg_seed
+        d_far = geodesic_distance(cost, far)
+        keep = out & ~pos_seed & (d_click > d_far)
+        keep |= out & ~pos_seed & ~_reach(new, prior < 0.5)
+        return keep, (out & ~keep) | new
 
     def _cut(
         self,
@@ -399,21 +473,34 @@ class ClassicalSegmenter:
         ratio: float,
         pos_seed: np.ndarray,
         neg_seed: np.ndarray,
+        fixed: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> np.ndarray:
-        """Geodesic trimap → GrabCut → seeded components, at the working size."""
+        """Geodesic trimap → GrabCut → seeded components, at the working size.
+
+        ``fixed`` = (where, value): pixels whose label is given (the accepted prior outside a
+        correction's claim): hard labels for the cut and the source of its colour models."""
         likely = d_pos < ratio * d_neg
         gc = np.full(d_pos.shape, GC_PR_BGD, np.uint8)
         gc[likely] = GC_PR_FGD
         gc[d_pos < SURE_FG * ratio * d_neg] = GC_FGD
         gc[d_neg * ratio < 0.25 * d_pos] = GC_BGD
+        if fixed is not None:
+            where, value = fixed
+            # inside the claim only the clicks are sure; the cut decides the rest
+            gc[~where & (gc == GC_FGD)] = GC_PR_FGD
+            gc[~where & (gc == GC_BGD)] = GC_PR_BGD
+            gc[where & value] = GC_FGD
+            gc[where & ~value] = GC_BGD
         gc[pos_seed] = GC_FGD
         gc[neg_seed] = GC_BGD
         has_fg = np.isin(gc, (GC_FGD, GC_PR_FGD)).any()
         has_bg = np.isin(gc, (GC_BGD, GC_PR_BGD)).any()
         if self.config.grabcut_iters > 0 and has_fg and has_bg:
-            gc = grabcut_deterministic(prep.small, gc, self.config.grabcut_iters)
+            gc = grabcut_deterministic(
+                prep.small, gc, self.config.grabcut_iters, sure_models=fixed is not None
+            )
         mask = np.isin(gc, (GC_FGD, GC_PR_FGD))
-        return keep_seeded_components(mask, pos_seed)
+        return keep_seeded_components(mask, pos_seed, neg_seed)
 
     def _box_cut(
         self, prep: _Prepared, inside: np.ndarray, core: np.ndarray, neg_seed: np.ndarray
@@ -447,6 +534,28 @@ class ClassicalSegmenter:
             if refined.sum() >= 0.7 * raw.sum():
                 return refined
         return raw
+
+
+REACH = 3.0
+"""A correction click claims at most ``REACH`` × its distance to the prior's boundary around
+it: the simulated (and a careful human) annotator clicks at the middle of the wrong part, so
+the part seldom extends much further from the click than the click is from the boundary."""
+
+
+def _reach(new: np.ndarray, side: np.ndarray) -> np.ndarray:
+    """Pixels within ``REACH`` × depth of each component of ``new`` (seed discs on the wrong
+    side of the prior), where depth is the seed's distance to the other side of the prior."""
+    if side.all() or not new.any():
+        return np.ones_like(new)
+    depth = cv2.distanceTransform(side.astype(np.uint8), cv2.DIST_L2, 3)
+    count, labels = cv2.connectedComponents(new.astype(np.uint8), connectivity=8)
+    out = np.zeros(new.shape, np.uint8)
+    for k in range(1, count):
+        rows, cols = np.nonzero(labels == k)
+        d = float(depth[rows, cols].max())
+        cy, cx = int(round(rows.mean())), int(round(cols.mean()))
+        cv2.circle(out, (cx, cy), max(2, int(np.ceil(REACH * d))), 1, -1)
+    return out.astype(bool)
 
 
 def _box_region(shape: tuple[int, int], box: np.ndarray, margin: int = 1) -> np.ndarray:

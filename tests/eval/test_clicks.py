@@ -74,3 +74,15 @@ def test_next_correction_picks_worst_frame_and_objects() -> None:
     assert corr.clicks[2].positive and not corr.clicks[1].positive
     assert corr.quality < 0.5
     assert clicks.next_correction(gt, gt, [1, 2]) is None
+
+
+def test_tight_box_spans_the_mask_in_pixel_edges() -> None:
+    m = np.zeros((30, 40), bool)
+    m[5:12, 8:20] = True
+    m[20, 30] = True  # a stray pixel widens the box
+    box = clicks.tight_box(m)
+    assert (box.x0, box.y0, box.x1, box.y1) == (8.0, 5.0, 31.0, 21.0)
+    assert clicks.tight_box(np.zeros((4, 4), bool)) is None
+    labels = np.zeros((30, 40), np.uint8)
+    labels[2:4, 3:5] = 2
+    assert set(clicks.first_frame_boxes(labels, [1, 2])) == {2}  # object 1 is absent

@@ -1,0 +1,98 @@
+"""Correction clicks on a mask prior (issue 17): local, hard-constraint edits."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from backend.segmenter.classical import (
+    REACH,
+    ClassicalSegmenter,
+    ClassicalSegmenterConfig,
+    _ordered_discs,
+    _reach,
+    keep_seeded_components,
+)
+from tests.conftest import textured_background
+
+H, W = 120, 160
+
+
+def _two_colour_object() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A red body with a blue head attached: image, whole object, body only."""
+    img = textured_background(H, W, 3, amplitude=20)
+    yy, xx = np.mgrid[:H, :W]
+    body = (xx >= 30) & (xx < 100) & (yy >= 50) & (yy < 85)
+    head = (xx - 112) ** 2 + (yy - 55) ** 2 <= 14**2
+    img[body] = (220, 40, 40)
+    img[head & ~body] = (40, 60, 220)
+    return img, body | head, body
+
+
+def _predict(img, pts, labels, prior, **cfg):
+    seg = ClassicalSegmenter(ClassicalSegmenterConfig(**cfg))
+    seg.set_image(img)
+    out = seg.predict(
+        np.array(pts, float).reshape(-1, 2),
+        np.array(labels),
+        mask_prior=prior.astype(np.float32),
+        multimask_output=False,
+    )
+    return out.best_mask()
+
+
+def test_positive_correction_adds_the_missed_part_and_keeps_the_rest() -> None:
+    img, whole, body = _two_colour_object()
+    # the accepted mask: the body, plus a stray patch the annotator did not fix
+    prior = body.copy()
+    prior[10:20, 10:20] = True
+    mask = _predict(img, [[60, 67], [114, 55]], [1, 1], prior)
+    head = whole & ~body
+    assert (mask & head).sum() >= 0.8 * head.sum()  # the click's part is added
+    assert (mask & ~whole & ~prior).sum() <= 0.1 * head.sum()  # and little else
+    far = np.zeros((H, W), bool)
+    far[:, :70] = True  # far from the click: exactly the prior, stray patch included
+    assert np.array_equal(mask[far], prior[far])
+
+
+def test_negative_correction_removes_the_wrong_part_only() -> None:
+    img, whole, body = _two_colour_object()
+    mask = _predict(img, [[60, 67], [114, 55]], [1, 0], whole)
+    head = whole & ~body
+    assert (mask & head).sum() <= 0.2 * head.sum()
+    assert (mask & body).sum() >= 0.95 * body.sum()
+
+
+def test_negative_seed_in_a_hole_keeps_the_hole_open() -> None:
+    ring = np.zeros((40, 40), bool)
+    ring[5:35, 5:35] = True
+    ring[15:25, 15:25] = False
+    pos = np.zeros_like(ring)
+    pos[8, 8] = True
+    neg = np.zeros_like(ring)
+    neg[20, 20] = True
+    assert keep_seeded_components(ring, pos)[20, 20]  # holes are filled ...
+    kept = keep_seeded_components(ring, pos, neg)
+    assert not kept[15:25, 15:25].any() and kept[8, 8]  # ... unless a negative click is there
+
+
+def test_overlapping_discs_go_to_the_nearest_click() -> None:
+    pts = np.array([[10.0, 10.0], [13.0, 10.0]])
+    pos, neg = _ordered_discs((20, 30), pts, np.array([1, 0]), 3)
+    assert pos[10, 10] and pos[10, 11] and neg[10, 12] and neg[10, 13] and pos[10, 7]
+    assert not (pos & neg).any()
+    pos, neg = _ordered_discs((20, 30), pts, np.array([0, 1]), 3)
+    assert neg[10, 10] and pos[10, 13] and not pos[10, 10]
+    same = np.array([[10.0, 10.0], [10.0, 10.0]])  # the same spot: the later click wins
+    pos, neg = _ordered_discs((20, 30), same, np.array([1, 0]), 3)
+    assert neg[10, 10] and not pos.any()
+
+
+def test_reach_scales_with_the_clicks_distance_to_the_boundary() -> None:
+    side = np.ones((80, 80), bool)
+    side[:, :20] = False  # the prior's other side: columns < 20
+    new = np.zeros_like(side)
+    new[40, 30] = True  # 11 px from column 19 (a 3x3 distance transform says about 10.5)
+    reach = _reach(new, side)
+    lo, hi = int(REACH * 10), int(np.ceil(REACH * 11))
+    assert reach[40, 30 + lo] and not reach[40, 30 + hi + 1] and not reach[40 - hi - 1, 30]
+    assert _reach(new, np.ones_like(side)).all()  # no prior boundary: no bound
