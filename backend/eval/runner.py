@@ -44,6 +44,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from backend.config import ENGINES
 from backend.eval.clicks import (
     corrective_click,
     first_frame_boxes,
@@ -72,7 +73,6 @@ from backend.types import Box, Click
 
 log = logging.getLogger(__name__)
 
-ENGINES = ("auto", "classical", "sam-xmem")
 PROTOCOLS = ("click", "box", "noc")
 
 SPLITS: dict[str, tuple[str, ...]] = {
