@@ -10,9 +10,11 @@ several clicks use the single-mask head, one click the three-mask head (SAM's ru
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -21,6 +23,20 @@ from backend.sam2_engine.model import Precision
 from backend.segmenter.base import SegmentOutput, prompt_arrays
 
 PRIOR_EPS = 1e-4
+
+
+class _QuietSam2Info(logging.Filter):
+    """Drops the INFO lines the package logs on the root logger for every image it encodes
+    ("Computing image embeddings …"); its warnings and errors still pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno <= logging.INFO and "sam2" in Path(record.pathname).parts)
+
+
+def _quiet_package_logs() -> None:
+    root = logging.getLogger()
+    if not any(isinstance(f, _QuietSam2Info) for f in root.filters):
+        root.addFilter(_QuietSam2Info())
 
 
 def prior_to_mask_input(prob: np.ndarray, side: int, eps: float = PRIOR_EPS) -> np.ndarray:
@@ -44,6 +60,7 @@ class Sam2Segmenter:
     def __init__(self, model, precision: Precision, cache_items: int = 8):
         from sam2.sam2_image_predictor import SAM2ImagePredictor
 
+        _quiet_package_logs()
         self.model = model
         self.precision = precision
         self.predictor = SAM2ImagePredictor(model)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 
@@ -66,3 +68,12 @@ def test_features_are_reused_per_cache_key(seg, image):
     assert len(calls) == 2
     with pytest.raises(ValueError, match="uint8"):
         seg.set_image(image.astype(np.float32))
+
+
+def test_the_package_info_lines_per_image_are_dropped(seg, image, caplog):
+    with caplog.at_level(logging.INFO):
+        seg.set_image(image)
+        logging.getLogger().warning("still shown")
+    messages = [r.getMessage() for r in caplog.records]
+    assert "still shown" in messages
+    assert not [m for m in messages if "embeddings" in m], messages
