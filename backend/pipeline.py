@@ -97,14 +97,25 @@ def clicks_violated(mask: np.ndarray, clicks: list[Click]) -> bool:
     return any(bool(mask[_pixel(c, mask.shape)]) != c.positive for c in clicks)
 
 
+def _nearer_than(mask: np.ndarray, point: tuple[int, int]) -> np.ndarray:
+    """Pixels at least as near to ``point`` (row, col) as to the nearest pixel of ``mask``."""
+    import cv2
+
+    to_mask = cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, 5)
+    yy, xx = np.ogrid[: mask.shape[0], : mask.shape[1]]
+    return np.hypot(yy - point[0], xx - point[1]) <= to_mask
+
+
 def respect_clicks(mask: np.ndarray, clicks: list[Click], fresh: np.ndarray) -> np.ndarray:
     """Edit ``mask`` (a refined prior) so every click holds, changing only near the clicks.
 
     A positive click outside the mask adds the part of ``fresh`` (the same
-    clicks segmented without the prior) that contains it; a negative click
-    inside removes the part of the mask that ``fresh`` leaves out around it.
-    Where ``fresh`` does not help either, a small disc around the click is
-    added or removed, so a click is never silently ignored.
+    clicks segmented without the prior) that contains it — only the pixels nearer
+    to the click than to the mask, so a fresh segmentation that leaked over the
+    frame cannot come in with it; a negative click inside removes the part of
+    the mask that ``fresh`` leaves out around it. Where ``fresh`` does not help
+    either, a small disc around the click is added or removed, so a click is
+    never silently ignored.
     """
     import cv2
 
@@ -115,6 +126,8 @@ def respect_clicks(mask: np.ndarray, clicks: list[Click], fresh: np.ndarray) -> 
         if bool(out[y, x]) == c.positive:
             continue
         region = (fresh if c.positive else out & ~fresh).astype(np.uint8)
+        if region[y, x] and c.positive and out.any():
+            region &= _nearer_than(out, (y, x)).astype(np.uint8)
         if region[y, x]:
             _, labels = cv2.connectedComponents(region, connectivity=8)
             part = labels == labels[y, x]

@@ -129,6 +129,20 @@ def test_respect_clicks_adds_and_removes_only_near_the_clicks():
     assert not out[0:5, :].any(), "nothing changes away from the clicks"
 
 
+def test_a_positive_click_does_not_bring_in_a_leak_far_from_it():
+    from backend.pipeline import respect_clicks
+
+    mask = np.zeros((60, 80), bool)
+    mask[10:30, 10:30] = True
+    fresh = np.zeros_like(mask)
+    fresh[10:30, 10:30] = True
+    fresh[30:60, :] = True  # the fresh cut leaked over the whole lower half
+    out = respect_clicks(mask, [Click(20, 40, True)], fresh)
+    assert out[40, 20], "the click is honoured"
+    assert out[10:30, 10:30].all() and not out[55, 75], "the far part of the leak stays out"
+    assert not out[31, 20], "pixels nearer to the mask than to the click are not the click's"
+
+
 def test_correction_with_prior_never_ignores_a_click():
     from backend.segmenter.base import SegmentOutput
 
