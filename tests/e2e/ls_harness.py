@@ -10,9 +10,10 @@ package index.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,52 @@ def backend_env(ls: LabelStudio, name: str, **extra: str) -> dict[str, str]:
         "LOG_LEVEL": "INFO",
         **extra,
     }
+
+
+@contextlib.contextmanager
+def our_backend(ls: LabelStudio, name: str, **extra: str) -> Iterator[ManagedProcess]:
+    """This repository's ``_wsgi.py`` as ``name`` (log ``<workdir>/<name>.log``, env from
+    :func:`backend_env` plus ``extra``), stopped when the block ends."""
+    env = backend_env(ls, name, **extra)
+    proc = start_backend(PROJECT_PYTHON, REPO_ROOT / "_wsgi.py", ls.workdir / f"{name}.log", env)
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def one_click_brushes(
+    ls: LabelStudio, backend: ManagedProcess, label_config: str, sequence: str, frames: int
+) -> list[dict[str, Any]]:
+    """A fresh project of ``frames`` DAVIS frames of ``sequence`` connected to ``backend``; one
+    smart-keypoint click at (400, 240) on frame 0; the brush results that come back, each checked
+    to decode to a full-size 0/255 alpha mask."""
+    folder = f"{backend.base_url.rsplit(':', 1)[-1]}-{sequence}"
+    names = copy_frames(
+        DAVIS_DIR / "JPEGImages" / "480p" / sequence, ls.media_root / folder, frames
+    )
+    data = {"frames": [local_file_url(f"{folder}/{n}") for n in names]}
+    pid, tid = create_frames_project(
+        ls.client, f"tam-{folder}", label_config, ls.media_root / folder, data
+    )
+    ml = connect_ml_backend(ls.client, pid, backend.base_url, folder)
+    assert ml.get("state") == "CO", ml
+    point = smart_keypoint(
+        400,
+        240,
+        FRAME_W,
+        FRAME_H,
+        0,
+        *first_control(label_config, "KeyPointLabels"),
+    )
+    results = interactive_annotate(ls.client, int(ml["id"]), tid, [point])
+    regions = [r for r in results if r.get("type") == "brushlabels"]
+    assert regions, backend.describe_failure("no regions")
+    assert {r["item_index"] for r in regions} <= set(range(frames))
+    for r in regions:
+        alpha = decode_brush(r)
+        assert alpha.shape == (FRAME_H, FRAME_W) and set(np.unique(alpha)) <= {0, 255}
+    return regions
 
 
 def create_frames_project(

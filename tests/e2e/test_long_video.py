@@ -42,14 +42,8 @@ def long_project(label_studio: LabelStudio, label_config: str) -> tuple[int, int
 
 @pytest.fixture(scope="module")
 def budget_backend(label_studio: LabelStudio) -> Iterator[h.ManagedProcess]:
-    env = h.backend_env(label_studio, "budget", PREDICT_BUDGET_S=str(BUDGET_S))
-    proc = h.start_backend(
-        h.PROJECT_PYTHON, h.REPO_ROOT / "_wsgi.py", label_studio.workdir / "budget.log", env
-    )
-    try:
+    with h.our_backend(label_studio, "budget", PREDICT_BUDGET_S=str(BUDGET_S)) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def test_300_frames_partial_within_budget_then_full_prediction_in_ls(
