@@ -30,23 +30,11 @@ def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[h.LabelSt
     beside the e2e tests' one)."""
     if os.environ.get("TAM_SKIP_E2E") == "1":
         pytest.skip("TAM_SKIP_E2E=1: end-to-end tests against Label Studio disabled on request")
-    workdir = tmp_path_factory.mktemp("ls-bulk")
-    media_root = workdir / "media"
-    media_root.mkdir()
-    creds = h.LSCredentials()
     try:
-        exe = h.ensure_label_studio()
-        proc = h.start_label_studio(exe, workdir / "ls-data", media_root,
-                                    workdir / "label-studio.log", creds,
-                                    db_template=h.LS_DB_TEMPLATE)  # fmt: skip
+        with h.running_label_studio(tmp_path_factory.mktemp("ls-bulk")) as ls:
+            yield ls
     except h.HarnessError as exc:
         pytest.fail(f"HarnessError: {exc}", pytrace=False)
-    try:
-        pat = h.get_personal_access_token(proc.base_url, creds)
-        yield h.LabelStudio(proc.base_url, h.LSClient(proc.base_url, pat), pat, media_root,
-                            workdir)  # fmt: skip
-    finally:
-        proc.stop()
 
 
 @pytest.fixture(scope="module")

@@ -48,33 +48,11 @@ def _fail(exc: BaseException) -> None:
 def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStudio]:
     if os.environ.get(SKIP_ENV) == "1":
         pytest.skip(f"{SKIP_ENV}=1: end-to-end tests against Label Studio disabled on request")
-    workdir = tmp_path_factory.mktemp("ls-e2e")
-    media_root = workdir / "media"
-    media_root.mkdir()
-    creds = h.LSCredentials()
     try:
-        t0 = time.monotonic()
-        exe = h.ensure_label_studio()
-        t1 = time.monotonic()
-        proc = h.start_label_studio(
-            exe,
-            workdir / "ls-data",
-            media_root,
-            workdir / "label-studio.log",
-            creds,
-            db_template=h.LS_DB_TEMPLATE,
-        )
-        log.info("LS install check %.1f s, start %.1f s", t1 - t0, time.monotonic() - t1)
+        with h.running_label_studio(tmp_path_factory.mktemp("ls-e2e")) as ls:
+            yield ls
     except h.HarnessError as exc:
         _fail(exc)
-    try:
-        pat = h.get_personal_access_token(proc.base_url, creds)
-        client = h.LSClient(proc.base_url, pat)
-        yield LabelStudio(proc.base_url, client, pat, media_root, workdir)
-    except h.HarnessError as exc:
-        _fail(exc)
-    finally:
-        proc.stop()
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +76,27 @@ def backend_env(ls: LabelStudio, name: str, **extra: str) -> dict[str, str]:
         "LOG_LEVEL": "INFO",
         **extra,
     }
+
+
+@contextlib.contextmanager
+def running_label_studio(workdir: Path) -> Iterator[LabelStudio]:
+    """Label Studio 1.23.2 started in ``workdir`` (its data, ``media/`` as the local-files root,
+    ``label-studio.log``) from the template database, with a Personal Access Token; stopped when
+    the block ends. Raises :class:`HarnessError` when it cannot be installed or started."""
+    media_root = workdir / "media"
+    media_root.mkdir()
+    creds = LSCredentials()
+    t0 = time.monotonic()
+    exe = ensure_label_studio()
+    t1 = time.monotonic()
+    proc = start_label_studio(exe, workdir / "ls-data", media_root, workdir / "label-studio.log",
+                              creds, db_template=LS_DB_TEMPLATE)  # fmt: skip
+    log.info("LS install check %.1f s, start %.1f s", t1 - t0, time.monotonic() - t1)
+    try:
+        pat = get_personal_access_token(proc.base_url, creds)
+        yield LabelStudio(proc.base_url, LSClient(proc.base_url, pat), pat, media_root, workdir)
+    finally:
+        proc.stop()
 
 
 @contextlib.contextmanager
