@@ -199,12 +199,17 @@ def test_ctrl_c_stops_new_tasks_and_leaves_nothing_half_written(bulk_ls: BulkLS,
     )
 
 
-def _cli_error(bulk_ls: BulkLS, monkeypatch, capsys, key: str, project: int) -> tuple[int, str]:
+def _cli_error(bulk_ls: BulkLS, monkeypatch, capsys, key: str, project: int, *args: str,
+               **env: str) -> tuple[int, str]:  # fmt: skip
+    """``python -m backend bulk --project PROJECT --no-progress ARGS`` with ``env`` set: the
+    exit code and standard error."""
     from backend.cli import main
 
     monkeypatch.setenv("LABEL_STUDIO_URL", bulk_ls.ls.base_url)
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", key)
-    code = main(["bulk", "--project", str(project), "--no-progress"])
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    code = main(["bulk", "--project", str(project), "--no-progress", *args])
     return code, capsys.readouterr().err.strip()
 
 
@@ -218,17 +223,11 @@ def test_command_line_bad_key_and_wrong_project_are_one_line(bulk_ls: BulkLS, mo
 
 def test_an_engine_the_workers_cannot_load_is_one_line(bulk_ls: BulkLS, first, monkeypatch,
                                                        capsys, tmp_path):  # fmt: skip
-    from backend.cli import main
-
-    monkeypatch.setenv("LABEL_STUDIO_URL", bulk_ls.ls.base_url)
-    monkeypatch.setenv("LABEL_STUDIO_API_KEY", bulk_ls.ls.pat)
-    monkeypatch.setenv("ENGINE", "sam-xmem")
-    monkeypatch.setenv("MODEL_DIR", str(tmp_path))
     for key in ("SAM_CHECKPOINT", "XMEM_CHECKPOINT"):
         monkeypatch.delenv(key, raising=False)
-    code = main(["bulk", "--project", str(bulk_ls.videos.project_id), "--no-progress",
-                 "--report", str(tmp_path / "r.json")])  # fmt: skip
-    err = capsys.readouterr().err.strip()
+    code, err = _cli_error(bulk_ls, monkeypatch, capsys, bulk_ls.ls.pat,
+                           bulk_ls.videos.project_id, "--report", str(tmp_path / "r.json"),
+                           ENGINE="sam-xmem", MODEL_DIR=str(tmp_path))  # fmt: skip
     assert code == 2, err
     assert err == ("error: the workers could not start: ENGINE=sam-xmem needs SAM_CHECKPOINT "
                    "and XMEM_CHECKPOINT")  # fmt: skip
@@ -238,15 +237,10 @@ def test_an_engine_the_workers_cannot_load_is_one_line(bulk_ls: BulkLS, first, m
 def test_workers_the_cluster_cannot_place_are_one_line(bulk_ls: BulkLS, first, monkeypatch,
                                                        capsys, tmp_path):  # fmt: skip
     """A GPU per worker on this GPU-less local Ray: the workers never start."""
-    from backend.cli import main
-
-    monkeypatch.setenv("LABEL_STUDIO_URL", bulk_ls.ls.base_url)
-    monkeypatch.setenv("LABEL_STUDIO_API_KEY", bulk_ls.ls.pat)
-    monkeypatch.setenv("ENGINE", "classical")
-    monkeypatch.setenv("MODEL_DIR", str(tmp_path))
-    code = main(["bulk", "--project", str(bulk_ls.videos.project_id), "--no-progress",
-                 "--gpus-per-worker", "1", "--start-timeout", "3"])  # fmt: skip
-    err = capsys.readouterr().err.strip()
+    code, err = _cli_error(bulk_ls, monkeypatch, capsys, bulk_ls.ls.pat,
+                           bulk_ls.videos.project_id, "--gpus-per-worker", "1",
+                           "--start-timeout", "3", ENGINE="classical",
+                           MODEL_DIR=str(tmp_path))  # fmt: skip
     assert code == 2, err
     assert err.startswith("error: the workers could not start: 2 of 2 workers were not ready "
                           "within 3 s")  # fmt: skip
