@@ -31,6 +31,16 @@ class MediaError(ValueError):
     """A frame could not be fetched or decoded; the message says which and why."""
 
 
+def resize_rgb(frame: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``frame`` resized to ``shape`` (h, w): area averaging when shrinking, bilinear when
+    enlarging; the frame itself when it already has that size."""
+    h, w = shape
+    if frame.shape[:2] == (h, w):
+        return frame
+    shrink = h * w < frame.shape[0] * frame.shape[1]
+    return cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
 @runtime_checkable
 class FrameSource(Protocol):
     def __len__(self) -> int: ...

@@ -26,7 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from backend.frames import FolderFrameSource, MediaError, list_image_files, read_image
+from backend.frames import FolderFrameSource, MediaError, list_image_files, read_image, resize_rgb
 
 log = logging.getLogger(__name__)
 
@@ -123,10 +123,7 @@ def resize_frame(frame: np.ndarray, resize: Resize | None) -> np.ndarray:
         return frame
     h, w = frame.shape[:2]
     tw, th = resize.target(w, h)
-    if (tw, th) == (w, h):
-        return frame
-    interp = cv2.INTER_AREA if tw * th < w * h else cv2.INTER_LINEAR
-    return cv2.resize(frame, (tw, th), interpolation=interp)
+    return resize_rgb(frame, (th, tw))
 
 
 # --------------------------------------------------------------------------- probing

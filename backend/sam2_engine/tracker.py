@@ -28,29 +28,22 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from backend.frames import FrameSource
+from backend.frames import FrameSource, resize_rgb
 from backend.sam2_engine.model import Precision
 from backend.tracker.base import TrackedFrame
+from backend.tracker.tensors import normalise
 
 log = logging.getLogger(__name__)
-
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
 def model_input(frame: np.ndarray, side: int) -> torch.Tensor:
     """An H×W×3 uint8 RGB frame as SAM 2's 3×side×side normalised float32 input (squashed to a
-    square, as the model was trained)."""
-    h, w = frame.shape[:2]
-    interp = cv2.INTER_AREA if h * w > side * side else cv2.INTER_LINEAR
-    square = cv2.resize(frame, (side, side), interpolation=interp).astype(np.float32) / 255.0
-    square = (square - IMAGENET_MEAN) / IMAGENET_STD
-    return torch.from_numpy(np.ascontiguousarray(square.transpose(2, 0, 1)))
+    square, as the model was trained), on the CPU."""
+    return normalise(resize_rgb(frame, (side, side)), torch.device("cpu"))
 
 
 class LazyImages:

@@ -22,17 +22,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from backend.frames import FrameSource
+from backend.frames import FrameSource, resize_rgb
 from backend.tracker.base import TrackedFrame
+from backend.tracker.tensors import normalise
 from backend.tracker.xmem.checkpoint import load_network
 from backend.tracker.xmem.config import TAM_CONFIG, XMemConfig
 from backend.tracker.xmem.core import XMemCore
 from backend.tracker.xmem.network import XMemNetwork
 
 log = logging.getLogger(__name__)
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def internal_shape(h: int, w: int, internal_size: int | None) -> tuple[int, int]:
@@ -43,29 +41,12 @@ def internal_shape(h: int, w: int, internal_size: int | None) -> tuple[int, int]
     return max(1, round(h * scale)), max(1, round(w * scale))
 
 
-def resize_frame(frame: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Resize an RGB uint8 frame (area when shrinking, bilinear when enlarging)."""
-    h, w = shape
-    if frame.shape[:2] == (h, w):
-        return frame
-    shrink = h * w < frame.shape[0] * frame.shape[1]
-    return cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-
-
 def resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Nearest-neighbour resize of a bool mask."""
     if mask.shape == shape:
         return mask
     out = cv2.resize(mask.astype(np.uint8), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
     return out.astype(bool)
-
-
-def normalise(frame: np.ndarray, device: torch.device) -> torch.Tensor:
-    """H×W×3 uint8 RGB → 3×H×W float32, ImageNet-normalised, on ``device``."""
-    x = torch.from_numpy(np.ascontiguousarray(frame)).to(device).permute(2, 0, 1).float() / 255
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=device).view(3, 1, 1)
-    return (x - mean) / std
 
 
 class XMemTracker:
@@ -183,7 +164,7 @@ class XMemSession:
         frame = self.frames[t]
         native = frame.shape[:2]
         shape = internal_shape(*native, tracker.internal_size)
-        image = normalise(resize_frame(frame, shape), tracker.device)
+        image = normalise(resize_rgb(frame, shape), tracker.device)
         given = self.keyframes.get(t, {})
         if given:
             obj_ids += sorted(o for o in given if o not in obj_ids)
