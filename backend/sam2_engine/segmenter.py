@@ -9,7 +9,6 @@ several clicks use the single-mask head, one click the three-mask head (SAM's ru
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 from collections import OrderedDict
@@ -20,7 +19,7 @@ import cv2
 import numpy as np
 
 from backend.sam2_engine.model import Precision
-from backend.segmenter.base import SegmentOutput, prompt_arrays
+from backend.segmenter.base import SegmentOutput, image_digest, prompt_arrays
 
 PRIOR_EPS = 1e-4
 
@@ -44,12 +43,6 @@ def prior_to_mask_input(prob: np.ndarray, side: int, eps: float = PRIOR_EPS) -> 
     small = cv2.resize(prob.astype(np.float32), (side, side), interpolation=cv2.INTER_AREA)
     p = np.clip(small, eps, 1.0 - eps)
     return np.log(p / (1.0 - p))[None].astype(np.float32)
-
-
-def _digest(image: np.ndarray) -> str:
-    return hashlib.blake2b(
-        np.ascontiguousarray(image[::7, ::7]).tobytes(), digest_size=8
-    ).hexdigest()
 
 
 class Sam2Segmenter:
@@ -79,7 +72,7 @@ class Sam2Segmenter:
     def set_image(self, image: np.ndarray, *, cache_key: Hashable | None = None) -> None:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an H×W×3 uint8 RGB image, got {image.shape} {image.dtype}")
-        key = None if cache_key is None else (cache_key, _digest(image))
+        key = None if cache_key is None else (cache_key, image_digest(image))
         with self._lock:
             hit = self._cache.get(key) if key is not None else None
             if hit is not None:

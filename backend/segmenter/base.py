@@ -16,6 +16,7 @@ its own prompt form (SAM: 1×256×256 logits in its padded, resized frame).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -40,6 +41,14 @@ class SegmentOutput:
 
     def best_score(self) -> float:
         return float(self.scores[self.best_index()])
+
+
+def image_digest(image: np.ndarray) -> str:
+    """A digest of every pixel and the shape: features cached under a key are reused only for
+    the very image they were computed from."""
+    h = hashlib.sha1(np.ascontiguousarray(image).data, usedforsecurity=False)
+    h.update(repr(image.shape).encode())
+    return h.hexdigest()
 
 
 def prompt_arrays(point_coords, point_labels) -> tuple[np.ndarray, np.ndarray]:

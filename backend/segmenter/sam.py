@@ -13,7 +13,6 @@ What this adds over ``segment_anything.SamPredictor``:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import threading
@@ -29,7 +28,7 @@ from segment_anything import build_sam_vit_b, build_sam_vit_h, build_sam_vit_l
 from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
 
-from backend.segmenter.base import SegmentOutput, prompt_arrays
+from backend.segmenter.base import SegmentOutput, image_digest, prompt_arrays
 from backend.segmenter.embedding_cache import Embedding, EmbeddingCache, entry_key
 from backend.state_dicts import fit_problems
 
@@ -188,12 +187,6 @@ def prob_to_mask_input(
     return torch.log(p / (1.0 - p)).numpy().astype(np.float32)
 
 
-def _image_digest(image: np.ndarray) -> str:
-    h = hashlib.sha1(np.ascontiguousarray(image).data, usedforsecurity=False)
-    h.update(repr(image.shape).encode())
-    return h.hexdigest()
-
-
 # --------------------------------------------------------------------------- segmenter
 
 
@@ -272,7 +265,7 @@ class SamSegmenter:
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected H×W×3 uint8 RGB, got {image.shape} {image.dtype}")
-        raw_key = cache_key if cache_key is not None else ("sha1", _image_digest(image))
+        raw_key = cache_key if cache_key is not None else ("sha1", image_digest(image))
         key = entry_key(raw_key, self.model_id)
         original_size = (int(image.shape[0]), int(image.shape[1]))
         with self._lock:
