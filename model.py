@@ -74,7 +74,10 @@ class TrackAnythingModel(VideoTasks):
         self.videos = VideoFiles(self.frames.fetcher, settings.model_dir / "videos",
                                  max_bytes=settings.max_video_bytes,
                                  timeout_s=settings.video_timeout_s)  # fmt: skip
-        self.sessions = SessionStore(int(settings.session_cache_mb * 2**20))
+        self.sessions = SessionStore(
+            int(settings.session_cache_mb * 2**20),
+            reach_back=settings.correction_reach == "back",
+        )
         self.engine, self.engine_name, self.engine_error = load_engine(settings, engine_factory)
         store = JobStore(settings.model_dir / "jobs.sqlite3")
         self.jobs: JobManager[Work] = JobManager(

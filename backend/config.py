@@ -25,6 +25,9 @@ SAM2_MODELS = (
 )
 SAM_MODEL_TYPES = ("vit_b", "vit_l", "vit_h")
 REFINE_MODES = ("off", "auto", "always")
+CORRECTION_REACHES = ("back", "forward")
+"""back: a correction also re-propagates back to the previous keyframe (blended); forward: the
+frames before it are kept."""
 MEDIA_REDIRECTS = ("same-origin", "off")
 
 
@@ -107,6 +110,7 @@ class Settings:
     max_frame_pixels: int = field(default=3840 * 2160, metadata={"env": "MAX_FRAME_PIXELS"})
     frame_cache_size: int = field(default=64, metadata={"env": "FRAME_CACHE_SIZE"})
     session_cache_mb: float = field(default=512.0, metadata={"env": "SESSION_CACHE_MB"})
+    correction_reach: str = field(default="back", metadata={"env": "CORRECTION_REACH"})
 
     engine: str = field(default="auto", metadata={"env": "ENGINE"})
     sam_checkpoint: Path | None = field(default=None, metadata={"env": "SAM_CHECKPOINT"})
@@ -177,6 +181,9 @@ class Settings:
             ),
             "session_cache_mb": _float(
                 get("SESSION_CACHE_MB", str(d.session_cache_mb)), "SESSION_CACHE_MB", 0.0
+            ),
+            "correction_reach": _choice(
+                get("CORRECTION_REACH", d.correction_reach), "CORRECTION_REACH", CORRECTION_REACHES
             ),
             "engine": _engine(get("ENGINE", d.engine)),
             "sam_checkpoint": _path(get("SAM_CHECKPOINT", "")),

@@ -8,6 +8,9 @@
    keyframe to frame 0 and one forward from the earliest first keyframe to the
    end; later keyframes (corrections) are injected on the way. An object uses
    the forward pass from its first keyframe on and the backward pass before it.
+   A correction's reach backward, between the corrected object's previous keyframe and the
+   correction, is :func:`blend_backward` (a backward pass blended with what those frames
+   showed).
 3. **Scores and refinement.** Each (frame, object) gets a quality score in
    [0, 1]: the segmenter's score on keyframes; elsewhere the tracker's own presence
    probability where it predicts one (SAM 2 — below one half the object is *lost* there and its
@@ -376,6 +379,78 @@ def segment_video(
                 masks, scores = _merge(masks, scores, bm, bs)
             yield finish(tf.index, masks, scores)
             tick()
+    finally:
+        session.close()
+
+
+def blend_backward(
+    engine: Engine,
+    frames: FrameSource,
+    anchor: int,
+    masks: dict[int, np.ndarray],
+    earlier: dict[int, int],
+    kept: Callable[[int], tuple[dict[int, np.ndarray], dict[int, float]]],
+    *,
+    should_stop: Callable[[], bool] | None = None,
+) -> Iterator[FramePrediction]:
+    """A correction's reach backward: frames ``anchor − 1`` down to ``min(earlier) + 1``.
+
+    Each object of ``masks`` (its corrected mask on ``anchor``) is tracked backward from
+    ``anchor`` and blended with the mask it kept (``kept(frame)``: every object's masks and
+    scores from the last run, which came forward from the object's previous keyframe
+    ``earlier[obj]``): on frame t the backward probability weighs ``(t − p) / (anchor − p)``
+    and the kept mask the rest, so each pass counts most near the keyframe it started from.
+    Other objects, and frames at or before an object's ``p``, keep their masks; a blended
+    mask never takes pixels of another object. Frames are yielded from ``anchor − 1`` down.
+
+    The tracker also gets each object's mask on ``p``, which the pass never reaches: a
+    tracker may learn the object's looks there rather than from a correction that is often
+    partial (the weights-free one does, as a forward restart learns them on the first
+    keyframe). Measured on issue 17's halves: docs/benchmarks.md.
+    """
+    frames = same_size(frames)
+    if not masks:
+        return
+    bad = [o for o in masks if not 0 <= earlier[o] < anchor]
+    if bad or not 0 < anchor < len(frames):
+        raise ValueError(f"backward reach needs 0 <= earlier < anchor < {len(frames)}")
+    stop = min(earlier[o] for o in masks) + 1
+    if stop >= anchor:
+        return
+    session = engine.tracker.start(frames)
+    try:
+        for oid, mask in masks.items():
+            session.add_mask(anchor, oid, mask)
+            look = kept(earlier[oid])[0].get(oid)
+            if look is not None and look.any():  # beyond the pass's end: looks only
+                session.add_mask(earlier[oid], oid, look)
+        for tf in session.propagate(anchor, reverse=True, stop=stop):
+            if tf.index == anchor:
+                continue
+            t = tf.index
+            out_masks, out_scores = kept(t)
+            out_masks, out_scores = dict(out_masks), dict(out_scores)
+            for k, oid in enumerate(tf.obj_ids):
+                p = earlier[oid]
+                if t <= p:
+                    continue
+                prob = tf.probs[k + 1]
+                present = None if tf.presence is None else tf.presence.get(oid)
+                if present is not None and present < LOST_BELOW:
+                    prob = np.zeros_like(prob)
+                w = (t - p) / (anchor - p)
+                quality = present if present is not None else mask_quality(prob, prob > 0.5, None)
+                old = out_masks.get(oid)
+                old_f = 0.0 if old is None else old.astype(np.float32)
+                blended = (1.0 - w) * old_f + w * prob > 0.5
+                for o, m in out_masks.items():
+                    if o != oid:
+                        blended &= ~m
+                out_masks[oid] = blended
+                out_scores[oid] = (1.0 - w) * out_scores.get(oid, 0.0) + w * float(quality)
+            yield FramePrediction(index=t, masks=out_masks, scores=out_scores)
+            if should_stop is not None and should_stop():
+                raise Cancelled("stopped")
     finally:
         session.close()
 

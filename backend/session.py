@@ -10,18 +10,22 @@ pixel prompts and masks only; Label Studio JSON never reaches it::
     for fp in session.run(engine, frames):        # FramePrediction per changed frame
         ...
     session.add_click(1, 40, Click(x2, y2, positive=False))   # a correction
-    session.plan()      # RunPlan(FORWARD, start=40, stop=last frame)
+    session.plan()      # RunPlan(FORWARD, start=40, stop=last frame, back=1)
     session.shown(1, 41)                           # the mask shown on frame 41
 
 What is recomputed after a change (:func:`plan_run`):
 
 * nothing, when the prompts equal those of the last complete run;
-* **forward** from frame ``k`` up to the changed object's next keyframe (exclusive), when
-  only frame ``k`` changed and ``k`` comes after the first keyframe of every changed
-  object (a correction): frames outside that range are reused, the corrected frame keeps
-  the clicked result, and the tracker restarts at ``k`` from the corrected masks (other
-  objects from the last run's masks there) with each object's first keyframe to learn
-  its looks from;
+* **a correction**, when only frame ``k`` changed and ``k`` comes after the first keyframe
+  of every changed object: forward from ``k`` up to the changed object's next keyframe
+  (exclusive) — the corrected frame keeps the clicked result, and the tracker restarts at
+  ``k`` from the corrected masks (other objects from the last run's masks there) with each
+  object's first keyframe to learn its looks from — and **back** down to the changed
+  object's previous keyframe (exclusive): those frames blend what they showed with a
+  backward pass from ``k``, weighted by distance (:func:`backend.pipeline.blend_backward`),
+  so the frames just before a corrected one, usually as wrong as it was, improve too.
+  Frames outside that range, keyframes included, are reused. ``reach_back=False`` keeps
+  every frame before ``k``;
 * everything otherwise (first click, a new object, a removed keyframe, a change on an
   object's first keyframe, changes on several frames).
 
@@ -53,7 +57,7 @@ import numpy as np
 from backend.engine import Engine
 from backend.frames import FrameSource
 from backend.masks import CompactMask
-from backend.pipeline import Keyframe, segment_keyframes, segment_video
+from backend.pipeline import Keyframe, blend_backward, segment_keyframes, segment_video
 from backend.types import Box, Click, FramePrediction, ObjectPrompt
 
 log = logging.getLogger(__name__)
@@ -109,24 +113,42 @@ class PlanKind(Enum):
 
 @dataclass(frozen=True)
 class RunPlan:
-    """Which frames a run recomputes; the others come from the last run."""
+    """Which frames a run recomputes; the others come from the last run.
+
+    A forward plan propagates ``start`` .. ``stop``; with ``back`` < ``start`` it also
+    blends frames ``back`` .. ``start − 1`` with a backward pass from ``start`` for the
+    corrected objects ``earlier`` (object → its previous keyframe)."""
 
     kind: PlanKind
     start: int = 0
     stop: int = -1  # inclusive
     reason: str = ""
+    back: int | None = None  # first blended frame (forward plans); None: start
+    earlier: dict[int, int] = field(default_factory=dict)
 
     def covers(self, frame: int) -> bool:
+        """Whether ``frame`` is propagated forward (keyframes there are the tracker's)."""
         return self.kind is not PlanKind.NONE and self.start <= frame <= self.stop
+
+    def recomputes(self, frame: int) -> bool:
+        """Whether the run gives ``frame`` anew (propagated or blended)."""
+        return self.kind is not PlanKind.NONE and self.first <= frame <= self.stop
+
+    @property
+    def first(self) -> int:
+        return self.start if self.back is None else self.back
 
     @property
     def frames(self) -> range:
-        return range(self.start, self.stop + 1) if self.kind is not PlanKind.NONE else range(0)
+        return range(self.first, self.stop + 1) if self.kind is not PlanKind.NONE else range(0)
 
 
-def plan_run(previous: Signature | None, current: Signature, num_frames: int) -> RunPlan:
+def plan_run(
+    previous: Signature | None, current: Signature, num_frames: int, *, reach_back: bool = True
+) -> RunPlan:
     """What to recompute when the prompts go from ``previous`` (the last complete run's,
-    or None) to ``current`` (see the module docstring)."""
+    or None) to ``current`` (see the module docstring); ``reach_back=False`` keeps every
+    frame before a correction as it was."""
     full = RunPlan(PlanKind.FULL, 0, num_frames - 1)
     if previous is None:
         return RunPlan(PlanKind.FULL, 0, num_frames - 1, "first run")
@@ -155,7 +177,14 @@ def plan_run(previous: Signature | None, current: Signature, num_frames: int) ->
         later = [f for f in current[oid] if f > k]
         if later:
             stop = min(stop, min(later) - 1)
-    return RunPlan(PlanKind.FORWARD, k, stop, f"correction on frame {k}")
+    earlier = {o: max(f for f in current[o] if f < k) for o in sorted(oids)}
+    back = min(earlier.values()) + 1
+    if not reach_back or back >= k:
+        return RunPlan(PlanKind.FORWARD, k, stop, f"correction on frame {k}")
+    return RunPlan(
+        PlanKind.FORWARD, k, stop, f"correction on frame {k}, blended back to {back}", back,
+        earlier,
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- state
@@ -231,7 +260,9 @@ class Prepared:
     appearance: dict[int, dict[int, np.ndarray]] = field(default_factory=dict)
 
     def reused(self, obj_ids: Iterable[int] | None = None) -> Iterator[FramePrediction]:
-        """Frames kept from the last run (outside the plan), decoded, in frame order."""
+        """Frames of the last run this run does not propagate, decoded, in frame order: those
+        outside the plan, and those it blends back (shown as they were until their blend
+        comes, so a partial answer has no holes)."""
         if self.base is None:
             return
         for f in sorted(self.base.frames):
@@ -253,6 +284,10 @@ def _checked_box(box: Box) -> Box:
     return box
 
 
+def _encode(fp: FramePrediction) -> FrameMasks:
+    return {o: (CompactMask.encode(m), float(fp.scores.get(o, 0.0))) for o, m in fp.masks.items()}
+
+
 def _decode(index: int, fm: FrameMasks, obj_ids: Iterable[int] | None) -> FramePrediction:
     wanted = set(fm) if obj_ids is None else set(obj_ids) & set(fm)
     return FramePrediction(
@@ -265,11 +300,12 @@ def _decode(index: int, fm: FrameMasks, obj_ids: Iterable[int] | None) -> FrameP
 class InteractiveSession:
     """One task's interactive state (see the module docstring). Thread-safe."""
 
-    def __init__(self, key: SessionKey, num_frames: int):
+    def __init__(self, key: SessionKey, num_frames: int, *, reach_back: bool = True):
         if num_frames < 1:
             raise ValueError("a session needs at least one frame")
         self.key = key
         self.num_frames = num_frames
+        self.reach_back = reach_back
         self._objects: dict[int, _Object] = {}
         self._keyframes: dict[tuple[int, int], _KeyframeRecord] = {}
         self._last: Run | None = None
@@ -434,7 +470,8 @@ class InteractiveSession:
         """What the next run would recompute."""
         with self._lock:
             previous = None if self._last is None else self._last.signature
-            return plan_run(previous, self.signature(), self.num_frames)
+            return plan_run(previous, self.signature(), self.num_frames,
+                            reach_back=self.reach_back)  # fmt: skip
 
     def shown(self, obj_id: int, frame: int) -> np.ndarray | None:
         """The mask the annotator was last shown for an object on a frame, or None."""
@@ -480,7 +517,8 @@ class InteractiveSession:
             signature = self.signature()
             labels = self.labels
             base = self._last
-            plan = plan_run(None if base is None else base.signature, signature, self.num_frames)
+            plan = plan_run(None if base is None else base.signature, signature, self.num_frames,
+                            reach_back=self.reach_back)  # fmt: skip
             answer_ids = frozenset(labels if answer is None else answer) & set(labels)
             prepared = Prepared(plan, signature, labels, answer_ids, base)
             if plan.kind is PlanKind.NONE:
@@ -519,12 +557,29 @@ class InteractiveSession:
                 appearance=prepared.appearance or None,
                 should_stop=should_stop,
             ):
-                computed[fp.index] = {
-                    o: (CompactMask.encode(m), float(fp.scores.get(o, 0.0)))
-                    for o, m in fp.masks.items()
-                }
+                computed[fp.index] = _encode(fp)
+                yield fp
+            for fp in self._blend_back(engine, frames, prepared, should_stop):
+                computed[fp.index] = _encode(fp)
                 yield fp
         self._commit(prepared, computed)
+
+    def _blend_back(
+        self, engine: Engine, frames: FrameSource, prepared: Prepared, should_stop
+    ) -> Iterator[FramePrediction]:
+        """The plan's backward reach (:func:`backend.pipeline.blend_backward`)."""
+        plan = prepared.plan
+        if plan.back is None or prepared.base is None:
+            return
+        corrected = {o: prepared.keyframes[plan.start][o].mask for o in plan.earlier}
+        base = prepared.base
+
+        def kept(t: int) -> tuple[dict[int, np.ndarray], dict[int, float]]:
+            fp = _decode(t, base.frames[t], None)
+            return fp.masks, fp.scores
+
+        yield from blend_backward(engine, frames, plan.start, corrected, plan.earlier, kept,
+                                  should_stop=should_stop)  # fmt: skip
 
     def run(
         self,
@@ -651,7 +706,7 @@ class InteractiveSession:
             frames: dict[int, FrameMasks] = {}
             if prepared.base is not None:
                 frames.update(
-                    {f: fm for f, fm in prepared.base.frames.items() if not plan.covers(f)}
+                    {f: fm for f, fm in prepared.base.frames.items() if not plan.recomputes(f)}
                 )
             frames.update(computed)
             run = Run(prepared.signature, dict(prepared.labels), frames)
@@ -680,8 +735,9 @@ class SessionStore:
     by its own request.
     """
 
-    def __init__(self, budget_bytes: int):
+    def __init__(self, budget_bytes: int, *, reach_back: bool = True):
         self.budget_bytes = budget_bytes
+        self.reach_back = reach_back  # given to every session it creates
         self._sessions: OrderedDict[SessionKey, InteractiveSession] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -695,7 +751,8 @@ class SessionStore:
             for other in [k for k in self._sessions if k.task_key == key.task_key]:
                 log.info("task %s: its frames changed; starting a fresh session", key.task)
                 del self._sessions[other]
-            session = self._sessions[key] = InteractiveSession(key, num_frames)
+            session = InteractiveSession(key, num_frames, reach_back=self.reach_back)
+            self._sessions[key] = session
             return session
 
     def drop(self, key: SessionKey) -> None:

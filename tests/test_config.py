@@ -13,6 +13,8 @@ def test_defaults_and_fallback_names():
     )
     assert s.label_studio_url == "http://ls:8080" and s.label_studio_api_key == "t"
     assert s.engine == "auto" and s.device == "cpu" and s.internal_size == 480
+    assert s.correction_reach == "back"
+    assert Settings.from_env({"CORRECTION_REACH": "Forward"}).correction_reach == "forward"
 
 
 def test_values_are_parsed():
@@ -40,6 +42,7 @@ def test_values_are_parsed():
         {"VERIFY_SSL": "maybe"},
         {"SAM_MODEL_TYPE": "vit_x"},
         {"REFINE": "sometimes"},
+        {"CORRECTION_REACH": "sideways"},
     ],
 )
 def test_bad_values_raise(env):

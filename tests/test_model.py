@@ -48,7 +48,7 @@ def make(tmp_path):
     return TrackAnythingModel(settings, engine_factory=lambda: engine), urls, priors
 
 
-def test_correction_click_refines_the_shown_mask_and_keeps_earlier_frames(tmp_path):
+def test_correction_click_refines_the_shown_mask_and_reaches_back_to_the_keyframe(tmp_path):
     from backend.ls import rle
 
     model, urls, priors = make(tmp_path)
@@ -61,28 +61,37 @@ def test_correction_click_refines_the_shown_mask_and_keeps_earlier_frames(tmp_pa
     np.testing.assert_array_equal(priors[1] > 0.5, rle.decode(shown3["value"]["rle"], 240, 320))
     by_frame = {r["item_index"]: r for r in second["result"]}
     assert sorted(by_frame) == list(range(6))
-    for r in first["result"][:3]:  # frames before the correction are kept as they were
-        assert by_frame[r["item_index"]]["value"]["rle"] == r["value"]["rle"]
-    assert by_frame[3]["value"]["rle"] != shown3["value"]["rle"], "frame 3 changed"
+    # frames 1-2 blend the kept masks with a backward pass from frame 3 (weights 1/3, 2/3
+    # for the backward pass): the fake tracker's 0.8 keeps frame 1 and gives frame 2 anew
+    changed = [
+        f for f in range(6) if by_frame[f]["value"]["rle"] != first["result"][f]["value"]["rle"]
+    ]
+    assert changed == [2, 3, 4, 5], "the keyframe and the frame nearer to it are kept"
+    assert by_frame[2]["value"]["rle"] == by_frame[3]["value"]["rle"]
     jobs = model.list_jobs()["jobs"]
     assert jobs[0]["frames_done"] == 6
-    # the restarted tracker gets frame 0's shown mask to learn the object's looks from
-    session = model.engine.tracker.sessions[-1]
+    # both restarted passes (forward, then back) get frame 0's shown mask to learn the
+    # object's looks from, besides the corrected mask on frame 3
     shown0 = rle.decode(first["result"][0]["value"]["rle"], 240, 320)
-    assert [(f, o) for f, o, _ in session.added] == [(3, 1), (0, 1)]
-    np.testing.assert_array_equal(session.added[1][2], shown0)
+    for session in model.engine.tracker.sessions[-2:]:
+        assert [(f, o) for f, o, _ in session.added] == [(3, 1), (0, 1)]
+        np.testing.assert_array_equal(session.added[1][2], shown0)
 
 
 def test_a_correction_between_keyframes_reaches_the_next_keyframe_only(tmp_path):
     model, urls, priors = make(tmp_path)
     first = model.predict(request(urls, kp(30, 50, 0), kp(60, 50, 4)))["results"][0]
     n = len(priors)
-    second = model.predict(request(urls, kp(30, 50, 0), kp(15, 50, 2), kp(60, 50, 4)))
+    second = model.predict(request(urls, kp(30, 50, 0), kp(20, 50, 2), kp(60, 50, 4)))
     assert len(priors) - n == 1, "only the corrected frame is segmented"
     before = {r["item_index"]: r["value"]["rle"] for r in first["result"]}
     after = {r["item_index"]: r["value"]["rle"] for r in second["results"][0]["result"]}
     assert sorted(after) == list(range(6))
-    assert [f for f in range(6) if after[f] != before[f]] == [2, 3], "frames 2-3 re-propagated"
+    # frames 2-3 re-propagated; frame 1 blended halfway with a backward pass from frame 2
+    # keeps what both passes agree on: the overlap of the old and the corrected disk
+    assert [f for f in range(6) if after[f] != before[f]] == [1, 2, 3]
+    old, new, mid = (rle.decode(d[f], 240, 320) for d, f in ((before, 1), (after, 2), (after, 1)))
+    assert mid.any() and np.array_equal(mid, old & new)
 
 
 def test_other_labels_are_tracked_jointly_but_not_returned(tmp_path):
@@ -172,7 +181,7 @@ def test_after_accept_all_a_lone_correction_keeps_the_earlier_clicks(tmp_path):
     second = model.predict(body)["results"][0]["result"]
     before = {r["item_index"]: r["value"]["rle"] for r in first}
     after = {r["item_index"]: r["value"]["rle"] for r in second}
-    assert [f for f in range(6) if after[f] != before[f]] == [3, 4, 5], "forward from frame 3"
+    assert [f for f in range(6) if after[f] != before[f]] == [2, 3, 4, 5], "back to frame 2"
     assert len(priors) == 2, "frame 0 was not segmented again"
     # without the accepted regions the same lone click means: frame 0's click was removed
     model2, urls2, _ = make(tmp_path / "other")
@@ -191,3 +200,17 @@ def test_frames_below_the_quality_threshold_are_logged(tmp_path, caplog):
         model.predict(request(urls, kp(30, 50, 0)))
     (line,) = [r.getMessage() for r in caplog.records if "below quality" in r.getMessage()]
     assert "5 frame(s) below quality 0.85: [1, 2, 3, 4, 5]" in line, line
+
+
+def test_correction_reach_forward_keeps_every_earlier_frame(tmp_path):
+    model, urls, _ = make(tmp_path)
+    model.settings = Settings(**{**vars(model.settings), "correction_reach": "forward"})
+    model.sessions = type(model.sessions)(model.sessions.budget_bytes, reach_back=False)
+    first = model.predict(request(urls, kp(30, 50, 0)))["results"][0]["result"]
+    second = model.predict(request(urls, kp(30, 50, 0), kp(60, 50, 3)))["results"][0]["result"]
+    before = {r["item_index"]: r["value"]["rle"] for r in first}
+    after = {r["item_index"]: r["value"]["rle"] for r in second}
+    assert [f for f in range(6) if after[f] != before[f]] == [3, 4, 5]
+    settings = Settings(local_files_root=tmp_path / "media", model_dir=tmp_path / "md",
+                        correction_reach="forward")  # fmt: skip
+    assert not TrackAnythingModel(settings, engine_factory=fake_engine).sessions.reach_back

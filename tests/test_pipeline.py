@@ -162,3 +162,84 @@ def test_correction_with_prior_never_ignores_a_click():
     frame2 = next(fp for fp in out if fp.index == 2).masks[1]
     assert frame2[50, 70], "the positive click is honoured"
     assert frame2[5:15, 5:15].all(), "the prior is kept"
+
+
+def _box(y0, y1, x0, x1, h=60, w=80):
+    m = np.zeros((h, w), bool)
+    m[y0:y1, x0:x1] = True
+    return m
+
+
+def test_blend_backward_weighs_each_pass_by_its_distance_and_spares_other_objects():
+    from backend.pipeline import blend_backward
+
+    old = _box(10, 30, 10, 30)  # object 1 as the forward pass from frame 0 left it
+    other = _box(30, 50, 40, 70)  # object 2, untouched by the correction
+    corrected = _box(25, 45, 35, 55)  # object 1's corrected mask on frame 4, overlapping 2
+
+    def kept(t):
+        return {1: old, 2: other}, {1: 0.4, 2: 0.7}
+
+    out = list(blend_backward(fake_engine(), frames(), 4, {1: corrected}, {1: 0}, kept))
+    assert [fp.index for fp in out] == [3, 2, 1]
+    by = {fp.index: fp for fp in out}
+    # the fake tracker carries 0.8: frame 3 (weight 3/4) takes the corrected mask, frame 1
+    # (1/4) the old one, frame 2 (2/4) only what both share (nothing here)
+    assert np.array_equal(by[3].masks[1], corrected & ~other), "never takes object 2's pixels"
+    assert np.array_equal(by[1].masks[1], old) and not by[2].masks[1].any()
+    assert all(np.array_equal(fp.masks[2], other) and fp.scores[2] == 0.7 for fp in out)
+    from backend.refine import mask_quality
+
+    q = mask_quality(0.8 * corrected.astype(np.float32), corrected, None)
+    assert by[1].scores[1] == pytest.approx(0.75 * 0.4 + 0.25 * q)
+    assert by[3].scores[1] == pytest.approx(0.25 * 0.4 + 0.75 * q)
+
+
+def test_blend_backward_stops_at_the_previous_keyframe_and_on_request():
+    from backend.pipeline import blend_backward
+
+    def kept(t):
+        return {1: _box(0, 10, 0, 10)}, {1: 0.5}
+
+    out = list(blend_backward(fake_engine(), frames(), 6, {1: _box(5, 20, 5, 20)}, {1: 3}, kept))
+    assert [fp.index for fp in out] == [5, 4], "frames after the previous keyframe only"
+    assert (
+        list(blend_backward(fake_engine(), frames(), 4, {1: _box(0, 5, 0, 5)}, {1: 3}, kept)) == []
+    )
+    with pytest.raises(Cancelled):
+        list(blend_backward(fake_engine(), frames(), 6, {1: _box(5, 20, 5, 20)}, {1: 0}, kept,
+                            should_stop=lambda: True))  # fmt: skip
+    with pytest.raises(ValueError):
+        list(blend_backward(fake_engine(), frames(), 4, {1: _box(0, 5, 0, 5)}, {1: 4}, kept))
+
+
+def test_blend_backward_reads_a_lost_object_as_absent():
+    """A tracker's presence below one half (SAM 2's object score) counts as no object."""
+    from dataclasses import replace
+
+    from backend.pipeline import blend_backward
+
+    engine = fake_engine()
+    start = engine.tracker.start
+
+    def with_presence(frames):
+        session = start(frames)
+        propagate = session.propagate
+
+        def lost_on_2(s, **kw):
+            for tf in propagate(s, **kw):
+                yield replace(tf, presence={o: 0.1 if tf.index == 2 else 0.9 for o in tf.obj_ids})
+
+        session.propagate = lost_on_2
+        return session
+
+    engine.tracker.start = with_presence
+    old = _box(10, 30, 10, 30)
+    out = list(blend_backward(engine, frames(), 4, {1: old.copy()}, {1: 0},
+                              lambda t: ({1: old}, {1: 0.5})))  # fmt: skip
+    by = {fp.index: fp for fp in out}
+    assert np.array_equal(by[3].masks[1], old) and by[3].scores[1] == pytest.approx(
+        0.25 * 0.5 + 0.75 * 0.9
+    )
+    # frame 2 (weight 1/2): the kept mask alone is not more than half → nothing
+    assert not by[2].masks[1].any() and by[2].scores[1] == pytest.approx(0.5 * 0.5 + 0.5 * 0.1)

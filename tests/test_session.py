@@ -52,6 +52,21 @@ def test_plan_rules():
     assert plan_run(late, {1: {0: "a", 3: "x"}, 2: {6: "b"}}, N).kind is PlanKind.FULL
 
 
+def test_plan_reaches_back_to_the_previous_keyframe():
+    p = plan_run({1: {0: "c0", 6: "c6"}}, {1: {0: "c0", 3: "c3", 6: "c6"}}, N)
+    assert (p.back, p.start, p.stop, p.earlier) == (1, 3, 5, {1: 0})
+    assert list(p.frames) == [1, 2, 3, 4, 5] and not p.covers(2) and p.recomputes(2)
+    assert not p.recomputes(0) and not p.recomputes(6)
+    # each corrected object blends back to its own previous keyframe
+    two = {1: {0: "a", 2: "a2"}, 2: {0: "b"}}
+    p = plan_run(two, {1: {0: "a", 2: "a2", 5: "x"}, 2: {0: "b", 5: "y"}}, N)
+    assert (p.back, p.start, p.earlier) == (1, 5, {1: 2, 2: 0})
+    # nothing between the keyframes, or forward only: no blend
+    assert plan_run({1: {0: "c"}}, {1: {0: "c", 1: "d"}}, N).back is None
+    q = plan_run({1: {0: "c"}}, {1: {0: "c", 4: "d"}}, N, reach_back=False)
+    assert (q.back, list(q.frames)) == (None, [4, 5, 6, 7])
+
+
 def test_compact_mask_round_trip():
     rng = np.random.default_rng(0)
     for mask in (
@@ -70,7 +85,7 @@ def test_compact_mask_round_trip():
 
 def test_first_run_then_correction_reuses_frames_before_it():
     engine, src = fake_engine(), frames()
-    s = InteractiveSession(key(), N)
+    s = InteractiveSession(key(), N, reach_back=False)
     s.add_click(1, 0, Click(20, 20), label="A")
     assert run(s, engine, src) == list(range(N))
     before = [s.shown(1, f).copy() for f in range(N)]
@@ -82,6 +97,28 @@ def test_first_run_then_correction_reuses_frames_before_it():
     assert s.shown(1, 5)[40, 60] and not s.shown(1, 5)[20, 20]
     assert s.plan().kind is PlanKind.NONE
     assert run(s, engine, src) == [], "same prompts: nothing recomputed"
+
+
+def test_a_correction_reaches_back_to_the_previous_keyframe():
+    engine, src = fake_engine(), frames()
+    s = InteractiveSession(key(), N)
+    s.add_click(1, 0, Click(20, 20), label="A")
+    run(s, engine, src)
+    before = [s.shown(1, f).copy() for f in range(N)]
+    s.add_click(1, 4, Click(60, 40))
+    prepared = s.prepare(engine, src)
+    # a partial answer shows the frames to blend as they were until their blend comes
+    assert [fp.index for fp in prepared.reused()] == [0, 1, 2, 3]
+    # forward first (what the annotator looks at next), then back towards frame 0
+    assert [fp.index for fp in s.propagate(engine, src, prepared)] == [4, 5, 6, 7, 3, 2, 1]
+    np.testing.assert_array_equal(s.shown(1, 0), before[0])
+    # the fake tracker carries 0.8: weights 1/4 and 2/4 keep the old mask or what both
+    # passes share; from 3/4 on the backward pass from the correction wins
+    np.testing.assert_array_equal(s.shown(1, 1), before[1])
+    np.testing.assert_array_equal(s.shown(1, 2), before[2] & s.shown(1, 4))
+    np.testing.assert_array_equal(s.shown(1, 3), s.shown(1, 4))
+    assert not np.array_equal(s.shown(1, 3), before[3])
+    assert s.plan().kind is PlanKind.NONE
 
 
 def test_correction_prior_is_the_shown_mask_and_sticky():

@@ -117,9 +117,10 @@ class ServerAnnotator:
         label: str,
         clicks: dict[int, list[Click]],
         boxes: dict[int, Box] | None = None,
+        masks: dict[int, np.ndarray] | None = None,
     ) -> list[np.ndarray]:
-        if boxes:
-            raise ValueError("the --server annotator sends clicks only (no box protocol)")
+        if boxes or masks:
+            raise ValueError("the --server annotator sends clicks only (no boxes or masks)")
         context = [
             keypoint(c, frame, label, self.size, n)
             for frame, cs in sorted(clicks.items())

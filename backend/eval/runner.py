@@ -12,6 +12,11 @@ Three protocols (``protocol``):
   in the largest error region of what the annotator is shown) until the mask reaches an IoU
   threshold; NoC@85 / NoC@90 = clicks needed (``NOC_MAX_CLICKS`` when never reached).
 
+Corrections (``corrections``): ``click`` (default) as above; ``mask`` — the annotator paints
+each wrong object's ground-truth mask on the worst frame instead (a brush prompt, as Label
+Studio sends one): the best that one correction per round can do, so the curve shows how much
+of the gap the tracker leaves once the corrected frame is perfect.
+
 Clicks go to an :class:`Annotator` one object at a time, as Label Studio sends them (all of
 the clicked label's points); what it answers is what the annotator is shown. Scores use the
 DAVIS semi-supervised rules of :mod:`backend.eval.metrics`. Sequences can be grouped into
@@ -26,8 +31,8 @@ Two annotators, one protocol — what is measured is what is served:
   (``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT``).
 
 CLI: ``python -m backend eval --davis ROOT [--sequences ... | --split tune|validate|both]
-[--protocol click|box|noc] [--engine ...] [--rounds N] [--out DIR] [--json FILE]
-[--max-frames N] [--server URL]``.
+[--protocol click|box|noc] [--corrections click|mask] [--engine ...] [--rounds N] [--out DIR]
+[--json FILE] [--max-frames N] [--server URL]``.
 """
 
 from __future__ import annotations
@@ -74,6 +79,7 @@ from backend.types import Box, Click
 log = logging.getLogger(__name__)
 
 PROTOCOLS = ("click", "box", "noc")
+CORRECTIONS = ("click", "mask")
 
 SPLITS: dict[str, tuple[str, ...]] = {
     "tune": ("blackswan", "camel", "car-shadow", "dog", "goat", "libby", "parkour"),
@@ -135,9 +141,11 @@ class Annotator(Protocol):
         label: str,
         clicks: dict[int, list[Click]],
         boxes: dict[int, Box] | None = None,
+        masks: dict[int, np.ndarray] | None = None,
     ) -> list[np.ndarray]:
-        """Send every click (and box) of one object (as Label Studio does on each click);
-        returns the object's mask on every frame as the annotator is shown it."""
+        """Send every click (and box, and painted mask) of one object (as Label Studio does
+        on each click); returns the object's mask on every frame as the annotator is shown
+        it."""
         ...
 
 
@@ -159,8 +167,9 @@ class SessionAnnotator:
         label: str,
         clicks: dict[int, list[Click]],
         boxes: dict[int, Box] | None = None,
+        masks: dict[int, np.ndarray] | None = None,
     ) -> list[np.ndarray]:
-        self.session.set_object(obj_id, label, clicks=clicks, boxes=boxes)
+        self.session.set_object(obj_id, label, clicks=clicks, boxes=boxes, masks=masks)
         for _ in self.session.run(self.engine, self.frames, answer=[obj_id], cache_key=None):
             pass
         shape = self.frames[0].shape[:2]
@@ -189,6 +198,7 @@ def run_sequence(
     config: EvalConfig,
     protocol: str = "click",
     pick_scored: bool = False,
+    corrections: str = "click",
 ) -> tuple[SequenceRun, list[np.ndarray], list[str]]:
     """All rounds on one sequence; returns the run, the last round's label maps, frame stems."""
     seq = load_sequence(root, name, max_frames)
@@ -203,6 +213,7 @@ def run_sequence(
     clicks: dict[int, dict[int, list[Click]]] = {}
     shown: dict[int, list[np.ndarray]] = {}
     boxes: dict[int, dict[int, Box]] = {}
+    painted: dict[int, dict[int, np.ndarray]] = {}
     todo: dict[int, tuple[int, Click | None]] = {}
     if protocol == "box":
         boxes = {oid: {0: b} for oid, b in first_frame_boxes(gt[0], ids).items()}
@@ -217,13 +228,21 @@ def run_sequence(
             if click is not None:
                 clicks.setdefault(oid, {}).setdefault(frame, []).append(click)
             shown[oid] = annotator.click(
-                oid, object_label(oid), clicks.get(oid, {}), boxes=boxes.get(oid)
+                oid,
+                object_label(oid),
+                clicks.get(oid, {}),
+                boxes=boxes.get(oid),
+                masks=painted.get(oid),
             )
         run.seconds.append(time.perf_counter() - t0)
         preds = [
             masks_to_index({oid: m[f] for oid, m in shown.items()}, shape) for f in range(len(seq))
         ]
-        run.clicks.append(_count_clicks(clicks) + sum(len(b) for b in boxes.values()))
+        run.clicks.append(
+            _count_clicks(clicks)
+            + sum(len(b) for b in boxes.values())
+            + sum(len(m) for m in painted.values())
+        )
         res = evaluate_sequence(gt, preds, name=name, config=config, obj_ids=ids)
         run.results.append(res)
         log.info(
@@ -234,6 +253,11 @@ def run_sequence(
             break
         corr = next_correction(gt, preds, ids, scored_frames(len(seq), config, pick_scored))
         todo = {} if corr is None else {o: (corr.frame, c) for o, c in corr.clicks.items()}
+        if corr is not None and corrections == "mask":
+            for oid in corr.clicks:  # the painted mask replaces the frame's clicks
+                painted.setdefault(oid, {})[corr.frame] = gt[corr.frame] == oid
+                clicks.get(oid, {}).pop(corr.frame, None)
+            todo = {o: (corr.frame, None) for o in corr.clicks}
         if corr is not None:
             log.info("%s: next correction on frame %d (J %.3f)", name, corr.frame, corr.quality)
         if corr is None:
@@ -364,6 +388,7 @@ def run_davis(
     config: EvalConfig | None = None,
     protocol: str = "click",
     pick_scored: bool = False,
+    corrections: str = "click",
 ) -> dict:
     """Run a protocol on DAVIS sequences and return the report (fractions 0..1; NoC in
     clicks).
@@ -377,6 +402,8 @@ def run_davis(
         raise ValueError("rounds must be >= 1")
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; use one of {PROTOCOLS}")
+    if corrections not in CORRECTIONS:
+        raise ValueError(f"unknown corrections {corrections!r}; use one of {CORRECTIONS}")
     root = Path(root)
     names = list(sequences) if sequences else list_sequences(root)
     if not names:
@@ -415,6 +442,7 @@ def run_davis(
             config=config,
             protocol=protocol,
             pick_scored=pick_scored,
+            corrections=corrections,
         )
         runs.append(run)
         if out_dir is not None:
@@ -422,6 +450,7 @@ def run_davis(
                 write_index_png(Path(out_dir) / name / f"{stem}.png", labels)
     report = build_report(runs, engine_name=engine_name, config=config, protocol=protocol)
     report["pick_scored"] = pick_scored
+    report["corrections"] = corrections
     _write_json(json_path, report)
     return report
 
@@ -563,6 +592,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="corrections go to the worst *scored* frame (not the first or last frame, "
         "which the DAVIS rule does not score)",
     )
+    parser.add_argument(
+        "--corrections",
+        default="click",
+        choices=CORRECTIONS,
+        help="click: one corrective click per wrong object and round; mask: paint the "
+        "ground-truth mask on the worst frame instead (the ceiling of one correction per round)",
+    )
     parser.add_argument("--engine", default="auto", choices=ENGINES)
     parser.add_argument("--rounds", type=int, default=1, help="1 = one-click protocol")
     parser.add_argument("--out", type=Path, help="write predicted index PNGs to DIR/<seq>/")
@@ -587,8 +623,8 @@ def main(args: argparse.Namespace) -> int:
 
     try:
         engine: Any = args.engine
-        if args.server and args.protocol != "click":
-            raise ValueError("--server evaluates the click protocol only")
+        if args.server and (args.protocol != "click" or args.corrections != "click"):
+            raise ValueError("--server evaluates the click protocol with click corrections only")
         if args.server:
             from backend.eval.remote import ServerAnnotators
 
@@ -598,6 +634,7 @@ def main(args: argparse.Namespace) -> int:
             sequences=split_sequences(args.split) if args.split else args.sequences,
             protocol=args.protocol,
             pick_scored=args.pick_scored,
+            corrections=args.corrections,
             engine=engine,
             rounds=args.rounds,
             out_dir=args.out,

@@ -456,8 +456,7 @@ class ClassicalTrackerSession:
         small = resize_to(frame, wsize)
         idx = color_index(small, cfg.color_bits)
         states: dict[int, _ObjectState] = {}
-        if step == 1:
-            self._learn_earlier(prompts, start, states, wsize, bins, ring_px)
+        self._learn_earlier(prompts, start, states, wsize, bins, ring_px)
         self._apply_keyframe(prompts.get(start, {}), states, idx, wsize, bins, ring_px)
         prev_gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
         yield self._emit(start, obj_ids, states, frame, (h, w), keyframe=prompts.get(start))
@@ -653,11 +652,13 @@ class ClassicalTrackerSession:
         bins: int,
         ring_px: int,
     ) -> None:
-        """Colour models of objects whose first keyframe lies before a forward pass's start.
+        """Colour models of objects whose earliest keyframe lies before the pass's start.
 
-        A pass restarted at a correction (the server's quick path) then learns an object's
-        colours where a full run would, on its first keyframe, and treats the start frame's
-        mask as a later keyframe (shape and size only).
+        A forward pass restarted at a correction (the server's quick path) then learns an
+        object's colours where a full run would, on its first keyframe; a backward pass from a
+        correction (``pipeline.blend_backward``) learns them on the keyframe it heads for.
+        Either way the start frame's mask counts as a later keyframe (shape and size only).
+        Measured: docs/benchmarks.md (issue 17, second round).
         """
         for oid in prompts.get(start, {}):
             first = min(f for f, d in prompts.items() if oid in d)

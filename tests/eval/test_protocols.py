@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from backend.engine import Engine
 from backend.eval import runner
@@ -173,3 +174,28 @@ def test_pick_scored_keeps_corrections_off_unscored_frames() -> None:
     assert next_correction(gt, pred, [1], frames).frame == 2
     assert runner.scored_frames(5, EvalConfig(), pick_scored=False) is None
     assert runner.scored_frames(5, EvalConfig(skip_first_last=False), pick_scored=True) is None
+
+
+def test_mask_corrections_paint_the_worst_frame(davis_root, tmp_path) -> None:
+    def run(corrections: str, out):
+        return runner.run_davis(davis_root, sequences=["pair"], engine=engine_with(IgnoresClicks()),
+                                rounds=3, corrections=corrections, out_dir=out)  # fmt: skip
+
+    clicked = run("click", None)["sequences"]["pair"]["rounds"]
+    report = run("mask", tmp_path / "out")
+    painted = report["sequences"]["pair"]["rounds"]
+    assert report["corrections"] == "mask"
+    assert painted[0] == clicked[0] and painted[0] < painted[1] <= painted[2]
+    assert painted[1] > clicked[1] + 0.1 and painted[2] > clicked[2] + 0.1
+    # the frames painted in rounds 2 and 3 are shown exactly as painted
+    gt = read_ground_truth(load_sequence(davis_root, "pair"))
+    seq = load_sequence(davis_root, "pair")
+    shown = [
+        np.asarray(Image.open(tmp_path / "out" / "pair" / f"{p.stem}.png")) for p in seq.annotations
+    ]
+    exact = [
+        t for t in range(len(gt)) if np.array_equal(shown[t], np.where(gt[t] == 255, 0, gt[t]))
+    ]
+    assert len(exact) >= 2
+    with pytest.raises(ValueError, match="corrections"):
+        runner.run_davis(davis_root, engine=engine_with(IgnoresClicks()), corrections="scribble")

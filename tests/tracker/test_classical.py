@@ -327,3 +327,24 @@ def test_real_davis_clip_from_ground_truth():
     # 0.80 before the motion cue; the swan's reflection moves with it and is now partly
     # taken in (the known cost of the cue that lifts the 14-sequence mean, benchmarks.md).
     assert np.mean(ious) > 0.75, ious
+
+
+def test_backward_pass_from_a_sloppy_correction_learns_the_earlier_keyframes_colours():
+    """The backward reach of a correction (``pipeline.blend_backward``): a sloppy correction on
+    frame 12 tracked back towards the keyframe on frame 0, which the pass never reaches. Given
+    that keyframe, the colours learnt there trim the margin; without it they do not."""
+    frames, masks = _clip([(30 + 5 * i, 60) for i in range(14)])
+    sloppy = cv2.dilate(masks[12].astype(np.uint8), np.ones((25, 25), np.uint8)).astype(bool)
+
+    def back(with_look: bool) -> dict[int, np.ndarray]:
+        session = ClassicalTracker().start(ArrayFrameSource(frames))
+        session.add_mask(12, 1, sloppy)
+        if with_look:
+            session.add_mask(0, 1, masks[0])
+        return {o.index: o.masks()[1] for o in session.propagate(12, reverse=True, stop=1)}
+
+    looked, alone = back(True), back(False)
+    assert sorted(looked) == list(range(1, 13)) and np.array_equal(looked[12], sloppy)
+    j_look = [jaccard(looked[i], masks[i]) for i in range(1, 9)]
+    j_alone = [jaccard(alone[i], masks[i]) for i in range(1, 9)]
+    assert min(j_look) > 0.9 and max(j_alone) < min(j_look)
