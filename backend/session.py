@@ -22,8 +22,9 @@ What is recomputed after a change (:func:`plan_run`):
   ``k`` from the corrected masks (other objects from the last run's masks there) with each
   object's first keyframe to learn its looks from — and **back** down to the changed
   object's previous keyframe (exclusive): those frames blend what they showed with a
-  backward pass from ``k``, weighted by distance (:func:`backend.pipeline.blend_backward`),
-  so the frames just before a corrected one, usually as wrong as it was, improve too.
+  backward pass from ``k``, weighted by distance, never moving the object elsewhere
+  (:func:`backend.pipeline.blend_backward`), so the frames just before a corrected one,
+  usually as wrong as it was, improve too.
   Frames outside that range, keyframes included, are reused. ``reach_back=False`` keeps
   every frame before ``k``;
 * everything otherwise (first click, a new object, a removed keyframe, a change on an

@@ -174,8 +174,8 @@ def test_blend_backward_weighs_each_pass_by_its_distance_and_spares_other_object
     from backend.pipeline import blend_backward
 
     old = _box(10, 30, 10, 30)  # object 1 as the forward pass from frame 0 left it
-    other = _box(30, 50, 40, 70)  # object 2, untouched by the correction
-    corrected = _box(25, 45, 35, 55)  # object 1's corrected mask on frame 4, overlapping 2
+    other = _box(30, 50, 35, 70)  # object 2, untouched by the correction
+    corrected = _box(20, 40, 20, 40)  # object 1's corrected mask on frame 4: overlaps both
 
     def kept(t):
         return {1: old, 2: other}, {1: 0.4, 2: 0.7}
@@ -184,9 +184,10 @@ def test_blend_backward_weighs_each_pass_by_its_distance_and_spares_other_object
     assert [fp.index for fp in out] == [3, 2, 1]
     by = {fp.index: fp for fp in out}
     # the fake tracker carries 0.8: frame 3 (weight 3/4) takes the corrected mask, frame 1
-    # (1/4) the old one, frame 2 (2/4) only what both share (nothing here)
+    # (1/4) the old one, frame 2 (2/4) only what both share
     assert np.array_equal(by[3].masks[1], corrected & ~other), "never takes object 2's pixels"
-    assert np.array_equal(by[1].masks[1], old) and not by[2].masks[1].any()
+    assert np.array_equal(by[1].masks[1], old)
+    assert np.array_equal(by[2].masks[1], old & corrected) and by[2].masks[1].any()
     assert all(np.array_equal(fp.masks[2], other) and fp.scores[2] == 0.7 for fp in out)
     from backend.refine import mask_quality
 
@@ -213,8 +214,10 @@ def test_blend_backward_stops_at_the_previous_keyframe_and_on_request():
         list(blend_backward(fake_engine(), frames(), 4, {1: _box(0, 5, 0, 5)}, {1: 4}, kept))
 
 
-def test_blend_backward_reads_a_lost_object_as_absent():
-    """A tracker's presence below one half (SAM 2's object score) counts as no object."""
+def test_blend_backward_never_moves_or_removes_the_object():
+    """Where the backward mask has no pixel in common with the kept one — it is elsewhere, or
+    the tracker's presence is below one half (SAM 2's object score: absent) — the kept mask
+    and score stay."""
     from dataclasses import replace
 
     from backend.pipeline import blend_backward
@@ -235,11 +238,16 @@ def test_blend_backward_reads_a_lost_object_as_absent():
 
     engine.tracker.start = with_presence
     old = _box(10, 30, 10, 30)
-    out = list(blend_backward(engine, frames(), 4, {1: old.copy()}, {1: 0},
-                              lambda t: ({1: old}, {1: 0.5})))  # fmt: skip
-    by = {fp.index: fp for fp in out}
-    assert np.array_equal(by[3].masks[1], old) and by[3].scores[1] == pytest.approx(
-        0.25 * 0.5 + 0.75 * 0.9
-    )
-    # frame 2 (weight 1/2): the kept mask alone is not more than half → nothing
-    assert not by[2].masks[1].any() and by[2].scores[1] == pytest.approx(0.5 * 0.5 + 0.5 * 0.1)
+    near = _box(15, 35, 15, 35)  # the corrected mask, overlapping the kept one
+
+    def kept(t):
+        return {1: old}, {1: 0.5}
+
+    by = {fp.index: fp for fp in blend_backward(engine, frames(), 4, {1: near}, {1: 0}, kept)}
+    assert np.array_equal(by[3].masks[1], near)
+    assert by[3].scores[1] == pytest.approx(0.25 * 0.5 + 0.75 * 0.9)
+    assert np.array_equal(by[2].masks[1], old) and by[2].scores[1] == 0.5, "absent on 2: kept"
+    far = _box(40, 55, 50, 75)  # a corrected mask elsewhere: nothing before it moves
+    out = list(blend_backward(engine, frames(), 4, {1: far}, {1: 0}, kept))
+    assert [fp.index for fp in out] == [3, 2, 1]
+    assert all(np.array_equal(fp.masks[1], old) and fp.scores[1] == 0.5 for fp in out)
