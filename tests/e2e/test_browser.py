@@ -270,10 +270,15 @@ class LabelingPage:
         return int(m.group(1)) if m else 0
 
     def enable_auto_annotation(self) -> None:
-        toggle = self.one("[data-testid=bottombar-auto-annotation-toggle]", "Auto-Annotation")
+        selector = "[data-testid=bottombar-auto-annotation-toggle]"
+        toggle = self.one(selector, "Auto-Annotation")
         if not toggle.is_selected():
             self.drv.execute_script("arguments[0].click()", toggle)  # the input sits under a label
-        self.wait("Auto-Annotation on", toggle.is_selected)
+
+        def on() -> bool:  # looked up again: the bottom bar may re-render (a stale element)
+            return any(t.is_selected() for t in self.css(selector))
+
+        self.wait("Auto-Annotation on", on)
 
     def keypoint_label(self) -> Any:
         """The KeyPointLabels ``LABEL`` (the second row of labels: same names as the brush row)."""
