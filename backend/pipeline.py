@@ -403,9 +403,9 @@ def blend_backward(
     Where the backward mask does not touch the kept one (or is empty), the passes disagree on
     *where* the object is and the kept mask and score stay: the reach refines what a frame
     showed, it never moves or removes the object (a poor correction of a lost object would
-    carry its wrong region back). Other objects, and frames at or before an object's ``p``, keep their masks; a
-    blended mask never takes pixels of another object. Frames are yielded from
-    ``anchor − 1`` down.
+    carry its wrong region back). Other objects, and frames at or before an object's ``p``,
+    keep their masks; a blended mask never takes pixels of another object. Frames are
+    yielded from ``anchor − 1`` down.
 
     The tracker also gets each object's mask on ``p``, which the pass never reaches: a
     tracker may learn the object's looks there rather than from a correction that is often
@@ -442,8 +442,9 @@ def blend_backward(
                 present = None if tf.presence is None else tf.presence.get(oid)
                 if present is not None and present < LOST_BELOW:
                     prob = np.zeros_like(prob)
+                back = prob > 0.5
                 old = out_masks.get(oid)
-                if old is not None and old.any() and not (old & (prob > 0.5)).any():
+                if old is not None and old.any() and not (old & back).any():
                     continue  # the passes disagree on where it is: no move, no removal
                 w = (t - p) / (anchor - p)
                 old_f = 0.0 if old is None else old.astype(np.float32)
@@ -451,7 +452,7 @@ def blend_backward(
                 for o, m in out_masks.items():
                     if o != oid:
                         blended &= ~m
-                quality = present if present is not None else mask_quality(prob, prob > 0.5, None)
+                quality = present if present is not None else mask_quality(prob, back, None)
                 out_masks[oid] = blended
                 out_scores[oid] = (1.0 - w) * out_scores.get(oid, 0.0) + w * float(quality)
             yield FramePrediction(index=t, masks=out_masks, scores=out_scores)

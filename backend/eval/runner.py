@@ -252,12 +252,15 @@ def run_sequence(
         if r == rounds:
             break
         corr = next_correction(gt, preds, ids, scored_frames(len(seq), config, pick_scored))
-        todo = {} if corr is None else {o: (corr.frame, c) for o, c in corr.clicks.items()}
-        if corr is not None and corrections == "mask":
+        if corr is None:
+            todo = {}
+        elif corrections == "mask":
             for oid in corr.clicks:  # the painted mask replaces the frame's clicks
                 painted.setdefault(oid, {})[corr.frame] = gt[corr.frame] == oid
                 clicks.get(oid, {}).pop(corr.frame, None)
             todo = {o: (corr.frame, None) for o in corr.clicks}
+        else:
+            todo = {o: (corr.frame, c) for o, c in corr.clicks.items()}
         if corr is not None:
             log.info("%s: next correction on frame %d (J %.3f)", name, corr.frame, corr.quality)
         if corr is None:
@@ -461,10 +464,14 @@ def _write_json(json_path: str | Path | None, report: dict) -> None:
         Path(json_path).write_text(json.dumps(report, indent=2))
 
 
+def _per_round(runs: list[SequenceRun]) -> list[dict]:
+    """The DAVIS summary of each round over the runs' objects."""
+    return [summarize([r.results[i] for r in runs]) for i in range(len(runs[0].results))]
+
+
 def _half_summary(runs: list[SequenceRun]) -> dict:
     """J, F, J&F of the last round, J&F per round and AUC, averaged over the runs' objects."""
-    rounds = len(runs[0].results)
-    per_round = [summarize([r.results[i] for r in runs]) for i in range(rounds)]
+    per_round = _per_round(runs)
     round_jf = [p["J&F-Mean"] for p in per_round]
     final = per_round[-1]
     return {
@@ -480,8 +487,8 @@ def _half_summary(runs: list[SequenceRun]) -> dict:
 def build_report(
     runs: list[SequenceRun], *, engine_name: str, config: EvalConfig, protocol: str = "click"
 ) -> dict:
-    rounds = len(runs[0].results)
-    per_round = [summarize([r.results[i] for r in runs]) for i in range(rounds)]
+    per_round = _per_round(runs)
+    rounds = len(per_round)
     final = per_round[-1]
     round_jf = [p["J&F-Mean"] for p in per_round]
     first = "one-click" if protocol == "click" else "box"

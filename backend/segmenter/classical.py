@@ -430,14 +430,7 @@ class ClassicalSegmenter:
         new = neg_seed & (prior >= 0.5)
         if not new.any() or not (core & ~neg_seed).any():
             return core & ~neg_seed, new
-        # Strongly edge-weighted: the claimed part stops at colour edges inside the prior.
-        cost = 1.0 + 50.0 * prep.grad.astype(np.float64) ** 2
-        d_click = geodesic_distance(cost, new)
-        finite = core & np.isfinite(d_click)
-        med = float(np.median(d_click[finite])) if finite.any() else 0.0
-        far = (core & (d_click > med)) | pos_seed
-        d_far = geodesic_distance(cost, far)
-        keep = core & (d_click > d_far)
+        keep = _geodesic_keep(prep.grad, core, new, pos_seed)
         return keep, (core & ~keep) | new
 
     def _prior_outside(
@@ -455,13 +448,7 @@ class ClassicalSegmenter:
         new = pos_seed & (prior < 0.5)
         if not new.any() or not (out & ~pos_seed).any():
             return out & ~pos_seed, new
-        cost = 1.0 + 50.0 * prep.grad.astype(np.float64) ** 2
-        d_click = geodesic_distance(cost, new)
-        finite = out & np.isfinite(d_click)
-        med = float(np.median(d_click[finite])) if finite.any() else 0.0
-        far = (out & (d_click > med) & ~pos_seed) | neg_seed
-        d_far = geodesic_distance(cost, far)
-        keep = out & ~pos_seed & (d_click > d_far)
+        keep = _geodesic_keep(prep.grad, out, new, neg_seed, exclude=pos_seed)
         keep |= out & ~pos_seed & ~_reach(new, prior < 0.5)
         return keep, (out & ~keep) | new
 
@@ -534,6 +521,28 @@ class ClassicalSegmenter:
             if refined.sum() >= 0.7 * raw.sum():
                 return refined
         return raw
+
+
+def _geodesic_keep(
+    grad: np.ndarray,
+    region: np.ndarray,
+    new: np.ndarray,
+    far_seeds: np.ndarray,
+    exclude: np.ndarray | None = None,
+) -> np.ndarray:
+    """The part of ``region`` (less ``exclude``) that clicks on the wrong side of a prior
+    (``new``) do not claim: pixels geodesically nearer to the region's far half (its pixels
+    farther from ``new`` than the median, plus ``far_seeds``) than to ``new``. The cost is
+    strongly edge-weighted, so a claim stops at colour edges inside the region. Shared by
+    :meth:`ClassicalSegmenter._prior_core` (negative clicks in the prior) and
+    :meth:`ClassicalSegmenter._prior_outside` (positive clicks outside it)."""
+    allowed = region if exclude is None else region & ~exclude
+    cost = 1.0 + 50.0 * grad.astype(np.float64) ** 2
+    d_click = geodesic_distance(cost, new)
+    finite = region & np.isfinite(d_click)
+    med = float(np.median(d_click[finite])) if finite.any() else 0.0
+    d_far = geodesic_distance(cost, (allowed & (d_click > med)) | far_seeds)
+    return allowed & (d_click > d_far)
 
 
 REACH = 3.0
