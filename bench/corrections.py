@@ -11,6 +11,8 @@ Runs the interactive protocol on issue 17's halves four ways, side by side:
 
 each with the simulated annotator's corrective clicks (``--corrections click``) and with the
 ground-truth mask painted on the worst frame (``mask``: a perfect correction, the ceiling).
+``--corrections region`` adds the shown mask with only the clicked error region fixed (a
+perfect *local* correction; docs/evaluation.md).
 
 Usage::
 

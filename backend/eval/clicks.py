@@ -93,6 +93,17 @@ def largest_error(gt: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, bool] |
     return None if best is None else (best[1], best[2])
 
 
+def fix_largest_error(gt: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """``pred`` with only its largest error region (:func:`largest_error`) made right: what a
+    perfect correction that changes nothing but the part it is on would give."""
+    out = np.asarray(pred, bool).copy()
+    found = largest_error(np.asarray(gt, bool), out)
+    if found is not None:
+        region, positive = found
+        out[region] = positive
+    return out
+
+
 def corrective_click(gt: np.ndarray, pred: np.ndarray) -> Click | None:
     """A click that fixes the largest error of one object's mask, or None if exact."""
     found = largest_error(np.asarray(gt, bool), np.asarray(pred, bool))

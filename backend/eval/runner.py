@@ -15,7 +15,9 @@ Three protocols (``protocol``):
 Corrections (``corrections``): ``click`` (default) as above; ``mask`` — the annotator paints
 each wrong object's ground-truth mask on the worst frame instead (a brush prompt, as Label
 Studio sends one): the best that one correction per round can do, so the curve shows how much
-of the gap the tracker leaves once the corrected frame is perfect.
+of the gap the tracker leaves once the corrected frame is perfect; ``region`` — the annotator
+paints what it was shown with the clicked error region (the one ``click`` would click in)
+fixed and nothing else: the best a correction can do that changes only the part it is on.
 
 Clicks go to an :class:`Annotator` one object at a time, as Label Studio sends them (all of
 the clicked label's points); what it answers is what the annotator is shown. Scores use the
@@ -54,6 +56,7 @@ from backend.eval.clicks import (
     corrective_click,
     first_frame_boxes,
     first_frame_clicks,
+    fix_largest_error,
     next_correction,
 )
 from backend.eval.davis import (
@@ -79,7 +82,7 @@ from backend.types import Box, Click
 log = logging.getLogger(__name__)
 
 PROTOCOLS = ("click", "box", "noc")
-CORRECTIONS = ("click", "mask")
+CORRECTIONS = ("click", "mask", "region")
 
 SPLITS: dict[str, tuple[str, ...]] = {
     "tune": ("blackswan", "camel", "car-shadow", "dog", "goat", "libby", "parkour"),
@@ -254,9 +257,14 @@ def run_sequence(
         corr = next_correction(gt, preds, ids, scored_frames(len(seq), config, pick_scored))
         if corr is None:
             todo = {}
-        elif corrections == "mask":
+        elif corrections in ("mask", "region"):
             for oid in corr.clicks:  # the painted mask replaces the frame's clicks
-                painted.setdefault(oid, {})[corr.frame] = gt[corr.frame] == oid
+                truth = gt[corr.frame] == oid
+                painted.setdefault(oid, {})[corr.frame] = (
+                    truth
+                    if corrections == "mask"
+                    else fix_largest_error(truth, shown[oid][corr.frame])
+                )
                 clicks.get(oid, {}).pop(corr.frame, None)
             todo = {o: (corr.frame, None) for o in corr.clicks}
         else:
@@ -604,7 +612,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="click",
         choices=CORRECTIONS,
         help="click: one corrective click per wrong object and round; mask: paint the "
-        "ground-truth mask on the worst frame instead (the ceiling of one correction per round)",
+        "ground-truth mask on the worst frame instead (the ceiling of one correction per round); "
+        "region: paint the shown mask with only the clicked error region fixed (the ceiling of "
+        "a correction that changes only the part it is on)",
     )
     parser.add_argument("--engine", default="auto", choices=ENGINES)
     parser.add_argument("--rounds", type=int, default=1, help="1 = one-click protocol")

@@ -59,6 +59,24 @@ def test_corrective_click_sign_and_location() -> None:
     assert clicks.corrective_click(gt, gt) is None
 
 
+def test_fix_largest_error_fixes_that_region_only() -> None:
+    gt = np.zeros((40, 40), bool)
+    gt[5:35, 5:35] = True
+    pred = gt.copy()
+    pred[10:20, 10:20] = False  # 100 px missed: the largest error
+    pred[36:39, 0:5] = True  # 15 px extra
+    pred[25:27, 25:27] = False  # 4 px missed
+    fixed = clicks.fix_largest_error(gt, pred)
+    expected = pred.copy()
+    expected[10:20, 10:20] = True
+    assert np.array_equal(fixed, expected)
+    assert not np.array_equal(pred, expected)  # the input is not edited in place
+    leak = gt.copy()
+    leak[0:4, :] = True  # the largest error is a false positive
+    assert np.array_equal(clicks.fix_largest_error(gt, leak), gt)
+    assert np.array_equal(clicks.fix_largest_error(gt, gt), gt)
+
+
 def test_next_correction_picks_worst_frame_and_objects() -> None:
     g = np.zeros((30, 30), np.uint8)
     g[2:12, 2:12] = 1

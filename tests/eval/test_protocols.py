@@ -199,3 +199,29 @@ def test_mask_corrections_paint_the_worst_frame(davis_root, tmp_path) -> None:
     assert len(exact) >= 2
     with pytest.raises(ValueError, match="corrections"):
         runner.run_davis(davis_root, engine=engine_with(IgnoresClicks()), corrections="scribble")
+
+
+def test_region_corrections_fix_only_the_clicked_region(davis_root, tmp_path) -> None:
+    from backend.eval.clicks import fix_largest_error
+
+    def run(corrections: str, out=None):
+        return runner.run_davis(davis_root, sequences=["still"], engine=engine_with(IgnoresClicks()),
+                                rounds=2, corrections=corrections, out_dir=out)  # fmt: skip
+
+    clicked = run("click")["sequences"]["still"]["rounds"]
+    report = run("region", tmp_path / "out")
+    region = report["sequences"]["still"]["rounds"]
+    assert report["corrections"] == "region"
+    assert region[0] == clicked[0] and region[1] > clicked[1] + 0.1
+    # The square the segmenter answers misses the disk (the largest error) and covers 25 px
+    # of background: the painted frame gets the disk added and keeps the square's false part.
+    seq = load_sequence(davis_root, "still")
+    gt = read_ground_truth(seq)
+    square = np.zeros(gt[0].shape, bool)
+    square[:5, :5] = True
+    expected = fix_largest_error(gt[0] == 1, square)
+    assert expected[:5, :5].all() and not np.array_equal(expected, gt[0] == 1)
+    for p in seq.annotations:
+        assert np.array_equal(
+            np.asarray(Image.open(tmp_path / "out" / "still" / f"{p.stem}.png")) == 1, expected
+        )
