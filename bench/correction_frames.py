@@ -73,23 +73,16 @@ class RecordingAnnotator(SessionAnnotator):
             before, previous = self.last[obj_id]
             for f, n in counts.items():
                 if n > before.get(f, 0):
-                    self.cases.append(
-                        Case(
-                            self.seq_name,
-                            obj_id,
-                            f,
-                            list(clicks[f]),
-                            previous[f],
-                            self.gt[f] == obj_id,
-                            shown[f],
-                        )  # fmt: skip
-                    )
+                    case = Case(sequence=self.seq_name, obj_id=obj_id, frame=f,
+                                clicks=list(clicks[f]), shown=previous[f],
+                                gt=self.gt[f] == obj_id, after=shown[f])  # fmt: skip
+                    self.cases.append(case)
         self.last[obj_id] = (counts, shown)
         return shown
 
 
-def record(path: Path, davis: Path, split: str, rounds: int) -> None:
-    engine = build_engine("classical")
+def record(path: Path, davis: Path, split: str, rounds: int, engine_name: str) -> None:
+    engine = build_engine(engine_name)
     halves = ["tune", "validate"] if split == "both" else [split]
     cases: list[Case] = []
 
@@ -111,7 +104,7 @@ def save(path: Path, cases: list[Case]) -> None:
             "frame": c.frame,
             "shape": c.gt.shape,
             "clicks": [[k.x, k.y, k.positive] for k in c.clicks],
-        }  # fmt: skip
+        }
         for c in cases
     ]
     arrays = {}
@@ -139,8 +132,8 @@ def load(path: Path) -> list[Case]:
     return out
 
 
-def replay(path: Path, davis: Path, verbose: bool) -> None:
-    engine = build_engine("classical")
+def replay(path: Path, davis: Path, verbose: bool, engine_name: str) -> None:
+    engine = build_engine(engine_name)
     half_of = {name: half for half, names in SPLITS.items() for name in names}
     rows: dict[str, list[tuple[float, float]]] = {}
     same = 0
@@ -176,12 +169,13 @@ def main() -> None:
     rep.add_argument("-v", "--verbose", action="store_true")
     for p in (rec, rep):
         p.add_argument("--davis", type=Path, default=DAVIS)
+        p.add_argument("--engine", default="classical")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.command == "record":
-        record(args.path, args.davis, args.split, args.rounds)
+        record(args.path, args.davis, args.split, args.rounds, args.engine)
     else:
-        replay(args.path, args.davis, args.verbose)
+        replay(args.path, args.davis, args.verbose, args.engine)
 
 
 if __name__ == "__main__":
