@@ -33,8 +33,8 @@ Two annotators, one protocol — what is measured is what is served:
   (``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT``).
 
 CLI: ``python -m backend eval --davis ROOT [--sequences ... | --split tune|validate|both]
-[--protocol click|box|noc] [--corrections click|mask] [--engine ...] [--rounds N] [--out DIR]
-[--json FILE] [--max-frames N] [--server URL]``.
+[--protocol click|box|noc] [--corrections click|mask|region] [--engine ...] [--rounds N]
+[--out DIR] [--json FILE] [--max-frames N] [--server URL]``.
 """
 
 from __future__ import annotations

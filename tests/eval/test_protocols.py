@@ -11,6 +11,7 @@ from PIL import Image
 
 from backend.engine import Engine
 from backend.eval import runner
+from backend.eval.clicks import fix_largest_error
 from backend.eval.davis import load_sequence, read_ground_truth
 from backend.segmenter.base import SegmentOutput
 from tests.eval.test_runner import make_davis
@@ -202,8 +203,6 @@ def test_mask_corrections_paint_the_worst_frame(davis_root, tmp_path) -> None:
 
 
 def test_region_corrections_fix_only_the_clicked_region(davis_root, tmp_path) -> None:
-    from backend.eval.clicks import fix_largest_error
-
     def run(corrections: str, out=None):
         return runner.run_davis(davis_root, sequences=["still"], engine=engine_with(IgnoresClicks()),
                                 rounds=2, corrections=corrections, out_dir=out)  # fmt: skip
