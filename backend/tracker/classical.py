@@ -10,7 +10,8 @@ Each step works on a reduced copy of the frame (long side ``work_size``):
 2. **Forward splatting** of each object's probability along that motion: unlike backward
    warping it does not smear the mask into the area the object uncovers.
 3. **Shape prior + appearance + motion.** The warped mask becomes a signed-distance logit (only
-   a band of a few pixels around its boundary is uncertain); the log-likelihood ratio of joint
+   a band around its boundary is uncertain, wider where the flow on the object is less
+   consistent forwards and backwards); the log-likelihood ratio of joint
    RGB histograms of the object and its surroundings, anchored on the first keyframe and slowly
    blended with recent frames, and the log-likelihood ratio of moving like the object rather
    than like its surroundings (:func:`motion_llr`) re-decide that band.
@@ -68,7 +69,8 @@ class ClassicalTrackerConfig:
     coarse: int = 2
     """Shrink factor of the whole-object match's first, coarse search (1 = full size only)."""
     shape_sigma: float = 3.0
-    """Softness (working pixels) of the shape prior around the warped boundary."""
+    """Softness (working pixels) of the shape prior around the warped boundary where the flow
+    is fully trusted; divided by the object's mean flow confidence (:func:`shape_softness`)."""
     band: float = 0.06
     """Width of the surroundings ring of the colour model and of the zone where the object
     motion may replace the flow (fraction of the working long side)."""
@@ -150,6 +152,26 @@ def splat(
     cnt = cv2.boxFilter(cnt, -1, (3, 3), normalize=False)
     out = np.where(cnt > 0, acc / np.maximum(cnt, 1e-6), fill).astype(np.float32)
     return out, np.minimum(cnt, 1.0)
+
+
+def warp_trust(conf: np.ndarray) -> np.ndarray:
+    """How far a carried probability is trusted given its flow confidence: never below 0.3,
+    so a moving object is not forgotten in one frame of bad flow."""
+    return 0.3 + 0.7 * conf
+
+
+def shape_softness(sigma: float, conf: np.ndarray, mask: np.ndarray) -> float:
+    """Softness of the shape prior: ``sigma`` divided by the object's mean :func:`warp_trust`
+    (``conf``: flow confidence; ``mask``: the object on the previous frame).
+
+    Where the flow fails on the object (fast or deforming motion) the warped boundary is a
+    poor guess, so a wider band around it is left to appearance (up to 1 / 0.3 of ``sigma``);
+    where the flow is consistent the prior stays as tight as ``sigma``. Derived from the
+    frame, not tuned: docs/benchmarks.md (issue 17, fourth round).
+    """
+    if not mask.any():
+        return sigma
+    return sigma / float(warp_trust(conf[mask]).mean())
 
 
 def signed_distance(mask: np.ndarray) -> np.ndarray:
@@ -535,12 +557,14 @@ class ClassicalTrackerSession:
             return
         flow = self._object_flow(st, ctx, ring_px) if cfg.max_shift > 0 else ctx.flow
         # Unreliable flow: pull the carried value towards "unsure" so colour decides.
-        carried = 0.5 + (st.prob - 0.5) * (0.3 + 0.7 * ctx.conf)
+        carried = 0.5 + (st.prob - 0.5) * warp_trust(ctx.conf)
         warped, _ = splat(carried, flow, grid, fill=0.3)
         # Shape prior: signed distance to the warped boundary, so deep inside/outside is
         # fixed and only a band of a few pixels around the boundary is re-decided by colour.
         # This stops flow smear from accumulating frame after frame.
-        shape = np.clip(signed_distance(warped > 0.5) / cfg.shape_sigma, -8.0, 8.0)
+        # The band is wider where the flow on the object is unreliable.
+        sigma = shape_softness(cfg.shape_sigma, ctx.conf, st.prob > 0.5)
+        shape = np.clip(signed_distance(warped > 0.5) / sigma, -8.0, 8.0)
         fused = cfg.flow_weight * shape + cfg.color_weight * col
         if cfg.motion_weight > 0 and ctx.back is not None:
             fused = fused + cfg.motion_weight * motion_llr(
@@ -623,11 +647,15 @@ class ClassicalTrackerSession:
         """Keyframe masks replace the prediction; an object's first keyframe also builds its
         colour models.
 
-        A later keyframe (a correction) fixes where the object is and how big, not what it
-        looks like: its colour models stay those of the first keyframe and the frames since.
-        A correction's mask is often partial, and re-anchoring the colours on it made the
-        frames after it drift (measured: interactive J&F per round 55.4, 55.4, 55.4 with
-        re-anchoring, 55.4, 55.8, 55.9 without; docs/benchmarks.md).
+        A later keyframe (a correction) fixes where the object is, how big, and how it looks
+        *now* (the recent models, ``1 − anchor_share`` of the colour model), not how it looks
+        at heart: the anchored models stay those of the first keyframe. A correction's mask is
+        often partial, and re-anchoring the colours on it made the frames after it drift
+        (measured: interactive J&F per round 55.4, 55.4, 55.4 with re-anchoring, 55.4, 55.8,
+        55.9 without; docs/benchmarks.md). Resetting the recent models makes a pass that
+        restarts on a keyframe (a correction's reach) track as one that arrives there: a
+        restart would otherwise lose the look the recent models had followed since the first
+        keyframe (issue 17, fourth round).
         """
         for oid, native in masks.items():
             soft = resize_to(native.astype(np.float32), wsize)
@@ -635,13 +663,14 @@ class ClassicalTrackerSession:
             area = float(mask.sum())
             prob = np.where(mask, 1.0 - _EPS, _EPS).astype(np.float32)
             st = states.get(oid)
+            fg, bg = _models_from_mask(idx, mask, bins, ring_px)
             if st is None or area == 0:
-                fg, bg = _models_from_mask(idx, mask, bins, ring_px)
                 states[oid] = _ObjectState(prob, fg, bg, fg, bg, max(area, 1.0), area, lost=False)
                 if area == 0:
                     states[oid].lost = True
                 continue
             st.prob, st.area, st.ref_area, st.lost = prob, area, area, False
+            st.fg_recent, st.bg_recent = fg, bg
 
     def _learn_earlier(
         self,

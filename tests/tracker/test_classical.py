@@ -15,6 +15,7 @@ from backend.tracker.classical import (
     exclusive_probs,
     motion_llr,
     object_motion,
+    shape_softness,
     signed_distance,
     splat,
 )
@@ -180,6 +181,29 @@ def test_sloppy_correction_keeps_the_first_keyframes_colours(start):
     assert min(jaccard(out[i], masks[i]) for i in range(8, 14)) > 0.9
 
 
+def test_restarting_on_a_keyframe_tracks_as_arriving_there():
+    """A correction's reach restarts the tracker on the corrected frame; it must give what a
+    pass from the first keyframe gives after it, so the object's recent look (its colour
+    drifts here) is not lost by restarting."""
+    centres = [(30 + 6 * i, 60) for i in range(12)]
+    bg = _background(3)
+    frames, masks = [], []
+    for i, (cx, cy) in enumerate(centres):
+        img = bg.copy()
+        m = _disk(cx, cy, 14)
+        img[m] = (220 - 12 * i, 40 + 12 * i, 40)
+        frames.append(img)
+        masks.append(m)
+    session = ClassicalTracker().start(ArrayFrameSource(frames))
+    session.add_mask(0, 1, masks[0])
+    session.add_mask(6, 1, masks[6] & ~_disk(centres[6][0] + 8, 60, 6))  # a partial correction
+    arrived = {tf.index: tf.probs for tf in session.propagate(0)}
+    restarted = {tf.index: tf.probs for tf in session.propagate(6)}
+    assert set(restarted) == set(range(6, 12))
+    for t in range(6, 12):
+        np.testing.assert_allclose(restarted[t], arrived[t], atol=1e-5)
+
+
 def test_object_appearing_on_a_later_keyframe_joins():
     frames, masks = _clip([(30 + 5 * i, 60) for i in range(8)])
     square = np.zeros((H, W), bool)
@@ -298,6 +322,19 @@ def test_motion_llr_tells_object_motion_from_background_motion():
     # same motion inside and around: no opinion
     still = motion_llr(prev, np.zeros_like(fwd), np.zeros_like(fwd), ring_px=8, clip=4.0)
     assert np.abs(still).max() < 1e-6
+
+
+def test_shape_prior_softens_where_the_flow_on_the_object_is_unreliable():
+    mask = _disk(60, 60, 15)
+    conf = np.ones((H, W), np.float32)
+    assert shape_softness(3.0, conf, mask) == pytest.approx(3.0)
+    conf[~mask] = 0.1  # unreliable flow off the object does not count
+    assert shape_softness(3.0, conf, mask) == pytest.approx(3.0)
+    conf[mask] = 0.5
+    assert shape_softness(3.0, conf, mask) == pytest.approx(3.0 / 0.65)
+    conf[:] = 0.0  # no trust at all: as soft as the carried probability's floor allows
+    assert shape_softness(3.0, conf, mask) == pytest.approx(10.0)
+    assert shape_softness(3.0, conf, np.zeros((H, W), bool)) == 3.0
 
 
 def test_signed_distance_and_exclusive_probs():
