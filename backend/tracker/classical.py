@@ -70,7 +70,7 @@ class ClassicalTrackerConfig:
     """Shrink factor of the whole-object match's first, coarse search (1 = full size only)."""
     shape_sigma: float = 3.0
     """Softness (working pixels) of the shape prior around the warped boundary where the flow
-    is fully trusted; divided by the object's mean flow confidence (:func:`shape_softness`)."""
+    is fully trusted; divided by the object's mean trust in its warp (:func:`shape_softness`)."""
     band: float = 0.06
     """Width of the surroundings ring of the colour model and of the zone where the object
     motion may replace the flow (fraction of the working long side)."""
