@@ -8,6 +8,7 @@ import pytest
 
 from backend.frames import ArrayFrameSource, FolderFrameSource
 from backend.masks import jaccard
+from backend.tracker import classical
 from backend.tracker.base import Tracker, TrackerSession
 from backend.tracker.classical import (
     ClassicalTracker,
@@ -335,6 +336,20 @@ def test_shape_prior_softens_where_the_flow_on_the_object_is_unreliable():
     conf[:] = 0.0  # no trust at all: as soft as the carried probability's floor allows
     assert shape_softness(3.0, conf, mask) == pytest.approx(10.0)
     assert shape_softness(3.0, conf, np.zeros((H, W), bool)) == 3.0
+
+
+def test_each_step_softens_the_shape_prior_by_the_objects_own_flow_confidence(monkeypatch):
+    seen = []
+
+    def spy(sigma, conf, mask):
+        seen.append((sigma, mask.sum(), conf.shape == mask.shape))
+        return shape_softness(sigma, conf, mask)
+
+    monkeypatch.setattr(classical, "shape_softness", spy)
+    frames, masks = _clip([(30 + 5 * i, 60) for i in range(5)])
+    _run(frames, {1: masks[0]}, config=ClassicalTrackerConfig(shape_sigma=2.5))
+    assert len(seen) == 4  # one per object and tracked frame
+    assert all(sigma == 2.5 and area > 0 and same for sigma, area, same in seen)
 
 
 def test_signed_distance_and_exclusive_probs():
