@@ -138,9 +138,12 @@ def replay(path: Path, davis: Path, verbose: bool, engine_name: str) -> None:
     rows: dict[str, list[tuple[float, float]]] = {}
     same = 0
     cases = load(path)
-    for c in cases:
-        seq = load_sequence(davis, c.sequence)
-        frames = LazyFrameSource(len(seq), lambda i, seq=seq: read_image(seq.images[i]))
+    current, frames = None, None
+    for c in cases:  # recorded sequence by sequence: each one's files are listed once
+        if c.sequence != current:
+            seq = load_sequence(davis, c.sequence)
+            current = c.sequence
+            frames = LazyFrameSource(len(seq), lambda i, seq=seq: read_image(seq.images[i]))
         prompt = ObjectPrompt(c.obj_id, "object", clicks={c.frame: c.clicks},
                               masks={c.frame: c.shown})  # fmt: skip
         mask = segment_keyframes(engine, frames, [prompt])[c.frame][c.obj_id].mask
