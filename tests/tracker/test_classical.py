@@ -34,14 +34,15 @@ def _disk(cx: float, cy: float, r: float) -> np.ndarray:
     return (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
 
 
-def _clip(centres, r=14, colour=(220, 40, 40), bg_seed=0):
-    """Frames with a red disk at each centre (None = hidden); returns frames and masks."""
+def _clip(centres, r=14, colour=(220, 40, 40), bg_seed=0, colours=None):
+    """Frames with a red disk at each centre (None = hidden); returns frames and masks.
+    ``colours``: the disk's colour on each frame instead of one ``colour``."""
     bg = _background(bg_seed)
     frames, masks = [], []
-    for c in centres:
+    for i, c in enumerate(centres):
         img = bg.copy()
         m = np.zeros((H, W), bool) if c is None else _disk(c[0], c[1], r)
-        img[m] = colour
+        img[m] = colour if colours is None else colours[i]
         frames.append(img)
         masks.append(m)
     return frames, masks
@@ -187,14 +188,8 @@ def test_restarting_on_a_keyframe_tracks_as_arriving_there():
     pass from the first keyframe gives after it, so the object's recent look (its colour
     drifts here) is not lost by restarting."""
     centres = [(30 + 6 * i, 60) for i in range(12)]
-    bg = _background(3)
-    frames, masks = [], []
-    for i, (cx, cy) in enumerate(centres):
-        img = bg.copy()
-        m = _disk(cx, cy, 14)
-        img[m] = (220 - 12 * i, 40 + 12 * i, 40)
-        frames.append(img)
-        masks.append(m)
+    drifting = [(220 - 12 * i, 40 + 12 * i, 40) for i in range(12)]
+    frames, masks = _clip(centres, bg_seed=3, colours=drifting)
     session = ClassicalTracker().start(ArrayFrameSource(frames))
     session.add_mask(0, 1, masks[0])
     session.add_mask(6, 1, masks[6] & ~_disk(centres[6][0] + 8, 60, 6))  # a partial correction
