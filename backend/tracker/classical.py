@@ -528,10 +528,10 @@ class ClassicalTrackerSession:
         conf = 1.0 / (1.0 + (err / self.config.fb_tol) ** 2)
         return fwd, conf.astype(np.float32), back
 
-    def _object_flow(self, st: _ObjectState, ctx: _FrameContext, ring_px: int) -> np.ndarray:
-        """Optical flow, replaced by the whole-object shift where that explains the pixels
-        better (lower local photometric error) — rescues textureless or fast objects."""
-        mask = st.prob > 0.5
+    def _object_flow(self, mask: np.ndarray, ctx: _FrameContext, ring_px: int) -> np.ndarray:
+        """Optical flow, replaced by the whole-object shift of ``mask`` (the object on the
+        previous frame) where that explains the pixels better (lower local photometric
+        error) — rescues textureless or fast objects."""
         max_shift = max(4, int(self.config.max_shift * max(mask.shape)))
         motion = object_motion(
             ctx.prev_gray, ctx.gray, mask, max_shift, self.config.scales, self.config.coarse
@@ -555,7 +555,8 @@ class ClassicalTrackerSession:
         if st.lost:
             self._redetect(st, col, idx, bins, ring_px)
             return
-        flow = self._object_flow(st, ctx, ring_px) if cfg.max_shift > 0 else ctx.flow
+        previous = st.prob > 0.5
+        flow = self._object_flow(previous, ctx, ring_px) if cfg.max_shift > 0 else ctx.flow
         # Unreliable flow: pull the carried value towards "unsure" so colour decides.
         carried = 0.5 + (st.prob - 0.5) * warp_trust(ctx.conf)
         warped, _ = splat(carried, flow, grid, fill=0.3)
@@ -563,12 +564,12 @@ class ClassicalTrackerSession:
         # fixed and only a band of a few pixels around the boundary is re-decided by colour.
         # This stops flow smear from accumulating frame after frame.
         # The band is wider where the flow on the object is unreliable.
-        sigma = shape_softness(cfg.shape_sigma, ctx.conf, st.prob > 0.5)
+        sigma = shape_softness(cfg.shape_sigma, ctx.conf, previous)
         shape = np.clip(signed_distance(warped > 0.5) / sigma, -8.0, 8.0)
         fused = cfg.flow_weight * shape + cfg.color_weight * col
         if cfg.motion_weight > 0 and ctx.back is not None:
             fused = fused + cfg.motion_weight * motion_llr(
-                st.prob > 0.5, ctx.flow, -ctx.back, ring_px, cfg.color_clip
+                previous, ctx.flow, -ctx.back, ring_px, cfg.color_clip
             )
         prob = sigmoid(fused).astype(np.float32)
         if cfg.smooth_radius > 0:
