@@ -191,7 +191,7 @@ def _segment_frame(
             encoded = True
         pts, lab = _clicks_to_arrays(clicks)
         prior = None if painted is None else painted.astype(np.float32)
-        multi = len(clicks) == 1 and box is None
+        multi = len(clicks) == 1  # SAM's engines take one mask with a box themselves
         kw = {} if box is None else {"box": box.as_array()}
         res = engine.segmenter.predict(pts, lab, mask_prior=prior, multimask_output=multi, **kw)
         mask = res.best_mask().astype(bool)

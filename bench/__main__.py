@@ -22,6 +22,7 @@ QUICK = [
     ["video_decode.py", "--frames", "60", "--repeat", "1"],
     ["sam2_engine.py", "--sides", "256", "--frames", "10", "--size", "427x240"],
     ["bulk.py"],
+    ["box_prompts.py", "--split", "tune", "--clicks", "1"],
     ["corrections.py", "--split", "tune", "--rounds", "2", "--corrections", "mask"],
 ]
 

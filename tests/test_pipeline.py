@@ -164,6 +164,28 @@ def test_correction_with_prior_never_ignores_a_click():
     assert frame2[5:15, 5:15].all(), "the prior is kept"
 
 
+def test_one_click_asks_for_candidates_with_or_without_a_box():
+    """The segmenter chooses among its candidates for a single click, also with a box (the
+    weights-free one cuts them to the box; SAM's engines take one mask for a box themselves);
+    with two clicks it is asked for one mask."""
+    from backend.types import Box
+
+    engine = fake_engine()
+    asked = []
+    predict = engine.segmenter.predict
+
+    def recording(points, labels, *, mask_prior=None, multimask_output=True, box=None):
+        asked.append((len(points), box is not None, multimask_output))
+        return predict(points, labels, multimask_output=multimask_output, box=box)
+
+    engine.segmenter.predict = recording
+    box = {0: Box(10, 10, 60, 50)}
+    for clicks in ([Click(40, 30)], [Click(40, 30), Click(20, 20)]):
+        obj = ObjectPrompt(1, "A", clicks={0: clicks}, boxes=box)
+        list(segment_video(engine, frames(), [obj]))
+    assert asked == [(1, True, True), (2, True, False)]
+
+
 def _box(y0, y1, x0, x1, h=60, w=80):
     m = np.zeros((h, w), bool)
     m[y0:y1, x0:x1] = True

@@ -333,8 +333,9 @@ class ClassicalSegmenter:
         multimask_output: bool = True,
         box: np.ndarray | None = None,
     ) -> SegmentOutput:
-        """Geodesic seeds from the clicks (and a box: outside it is background, its centre
-        a positive seed when no positive click lies in it) → GrabCut, cut to the box."""
+        """Geodesic seeds from the clicks → GrabCut, cut to the box. A box alone starts
+        GrabCut from the box; with clicks, outside the box is background for the cut and
+        the candidates are those of the clicks alone, cut to the box."""
         if self._prep is None:
             raise RuntimeError("set_image must be called before predict")
         prep = self._prep
@@ -360,6 +361,10 @@ class ClassicalSegmenter:
 
         radius = cfg.click_radius * max(sh, sw)
         pos_seed, neg_seed = _ordered_discs((sh, sw), pts * prep.scale, labels, radius)
+        # Geodesic background seeds: the negative clicks; a box's outside too once there is a
+        # prior. On a first prompt it is only a label for the cut: a tight box touches the
+        # object, so as a seed it would claim the object's ends, nearer to it than the click.
+        geo_neg = neg_seed.copy()
         if box is not None:
             small_box = np.asarray(box, np.float64) * prep.scale
             inside_box = _box_region((sh, sw), small_box)
@@ -378,6 +383,7 @@ class ClassicalSegmenter:
         if prior_small is not None:
             core, claimed_in = self._prior_core(prep, prior_small, pos_seed, neg_seed)
             pos_seed |= core
+            geo_neg = neg_seed
         if not pos_seed.any():
             return _empty(h, w, n_out)
 
@@ -386,7 +392,7 @@ class ClassicalSegmenter:
         border[0, :] = border[-1, :] = border[:, 0] = border[:, -1] = True
         border &= ~pos_seed
         d_border = geodesic_distance(prep.cost, border) * cfg.border_weight
-        d_neg = np.minimum(d_border, geodesic_distance(prep.cost, neg_seed))
+        d_neg = np.minimum(d_border, geodesic_distance(prep.cost, geo_neg))
         if prior_small is not None:
             outside, claimed = self._prior_outside(prep, prior_small, pos_seed, neg_seed)
             # Only positive corrections are local: a negative click on a leak must be able to

@@ -256,3 +256,28 @@ def test_box_alone_segments_the_object(name):
     outside = np.ones_like(mask)
     outside[int(box[1]) : int(box[3]), int(box[0]) : int(box[2])] = False
     assert not (mask & outside).any(), "nothing outside the box"
+
+
+@pytest.mark.parametrize("name", ["car-shadow", "cows"])
+def test_box_with_a_click_is_no_worse_than_the_click(name):
+    """A tight box sent with the click (no prior): the box's outside is background for the
+    cut but not a geodesic seed, so the object's ends, which touch a tight box, stay object.
+    As a seed it took them: with the box added, car-shadow fell from 0.76 to 0.50 and cows
+    from 0.73 to 0.28 (one mask, as the pipeline then asked; 0.17 and 0.06 with candidates)."""
+    from backend.eval.clicks import first_frame_boxes, first_frame_clicks
+    from backend.eval.davis import load_sequence, read_ground_truth
+    from backend.pipeline import _clicks_to_arrays
+
+    seq = load_sequence(DAVIS, name, 1)
+    labels = read_ground_truth(seq)[0]
+    gt = labels == 1
+    pts, lab = _clicks_to_arrays([first_frame_clicks(labels, [1])[1]])
+    box = first_frame_boxes(labels, [1])[1].as_array()
+    seg = ClassicalSegmenter()
+    seg.set_image(read_image(seq.images[0]))
+    alone = jaccard(gt, seg.predict(pts, lab).best_mask())
+    both = seg.predict(pts, lab, box=box).best_mask()
+    assert jaccard(gt, both) >= max(0.7, alone - 0.01), (jaccard(gt, both), alone)
+    outside = np.ones_like(both)
+    outside[int(box[1]) : int(box[3]), int(box[0]) : int(box[2])] = False
+    assert not (both & outside).any(), "nothing outside the box"
