@@ -19,7 +19,9 @@ scored by its colour contrast with a ring around it, by how well its boundary si
 by its stability across neighbouring ratios and by how deep inside it the click sits.
 A ``mask_prior`` adds its confident core to the positive seeds and its outside to the
 background seeds, so corrections keep the rest of the previous answer; a negative click inside
-the prior removes only the part of it geodesically closer to that click.
+the prior removes only the part of it geodesically closer to that click. A correction (a click
+the prior gets wrong) is answered with one mask: the cut at each ratio is a candidate, and the
+one whose change holds its clicks most centrally wins (:func:`correction_centrality`).
 """
 
 from __future__ import annotations
@@ -335,7 +337,10 @@ class ClassicalSegmenter:
     ) -> SegmentOutput:
         """Geodesic seeds from the clicks → GrabCut, cut to the box. A box alone starts
         GrabCut from the box; with clicks, outside the box is background for the cut and
-        the candidates are those of the clicks alone, cut to the box."""
+        the candidates are those of the clicks alone, cut to the box. With a ``mask_prior``
+        that some click disagrees with (a correction) one mask comes back even when
+        ``multimask_output`` asks for more: the prior settles the ambiguity that several
+        masks are for, and the candidate that fits the correction is chosen here."""
         if self._prep is None:
             raise RuntimeError("set_image must be called before predict")
         prep = self._prep
@@ -403,7 +408,12 @@ class ClassicalSegmenter:
             far = 1.0 if claimed is not None and claimed.any() else 2.0
             d_neg = np.minimum(d_neg, geodesic_distance(prep.cost, outside & ~pos_seed) * far)
 
-        ratios = cfg.ratios if multimask_output else (1.0,)
+        shown = None if mask_prior is None else np.asarray(mask_prior) > 0.5
+        disagree = [] if shown is None else _disagreeing(pts, labels, shown)
+        # A correction (clicks the shown mask disagrees with) with one mask asked: the cut at
+        # each ratio is a candidate and the one its clicks sit most centrally in wins.
+        choose = bool(disagree)
+        ratios = cfg.ratios + (1.0,) if choose else cfg.ratios if multimask_output else (1.0,)
         fixed = None
         if claimed is not None and claimed.any():
             grown = cv2.dilate(claimed.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
@@ -419,7 +429,10 @@ class ClassicalSegmenter:
             # (the mask the annotator accepted) stays exactly as it was.
             grown = cv2.dilate(claimed.astype(np.uint8), np.ones((3, 3), np.uint8))
             region = cv2.resize(grown, (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
-            masks = np.where(region[None], masks, (np.asarray(mask_prior) > 0.5)[None])
+            masks = np.where(region[None], masks, shown[None])
+        if choose:
+            best = int(np.argmax([correction_centrality(m, shown, disagree) for m in masks]))
+            masks, scores = masks[best : best + 1], scores[best : best + 1]
         return SegmentOutput(masks=masks, scores=scores.astype(np.float32))
 
     def _prior_core(
@@ -635,6 +648,50 @@ def click_centrality(mask: np.ndarray, seeds: np.ndarray) -> float:
     dist = cv2.distanceTransform(np.pad(mask, 1).astype(np.uint8), cv2.DIST_L2, 3)[1:-1, 1:-1]
     top = float(dist.max())
     return float(dist[inside].max()) / top if top > 0 else 0.0
+
+
+def _disagreeing(
+    pts: np.ndarray, labels: np.ndarray, shown: np.ndarray
+) -> list[tuple[int, int, bool]]:
+    """Clicks (x, y, positive) that the shown mask gets wrong: the corrections."""
+    out = []
+    for (x, y), lab in zip(pts, labels, strict=True):
+        c, r = int(x), int(y)
+        if bool(shown[r, c]) != (lab == 1):
+            out.append((c, r, lab == 1))
+    return out
+
+
+def correction_centrality(
+    mask: np.ndarray, shown: np.ndarray, clicks: list[tuple[int, int, bool]]
+) -> float:
+    """How centrally the correction clicks sit in what they changed (0..1, mean over clicks).
+
+    A correction click is put in the middle of the wrong part (the simulated annotator clicks
+    its deepest point, and a person aims at its middle too). So the part a click adds (or
+    removes) should hold the click about as deep as it goes: a cut that adds a much larger
+    region around a click near its edge leaked. A click that changed nothing scores 0.
+    """
+    if not clicks:
+        return 0.0
+    total = 0.0
+    for x, y, positive in clicks:
+        change = mask & ~shown if positive else shown & ~mask
+        if change[y, x]:
+            total += click_centrality(_component_at(change, x, y), _point(change.shape, x, y))
+    return total / len(clicks)
+
+
+def _component_at(mask: np.ndarray, x: int, y: int) -> np.ndarray:
+    """The 8-connected part of ``mask`` holding pixel (x, y)."""
+    _, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    return labels == labels[y, x]
+
+
+def _point(shape: tuple[int, ...], x: int, y: int) -> np.ndarray:
+    out = np.zeros(shape[:2], bool)
+    out[y, x] = True
+    return out
 
 
 def _score(

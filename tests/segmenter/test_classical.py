@@ -17,6 +17,7 @@ from backend.segmenter.classical import (
     ClassicalSegmenter,
     ClassicalSegmenterConfig,
     click_centrality,
+    correction_centrality,
     geodesic_distance,
     gmm_model,
     grabcut_deterministic,
@@ -281,3 +282,49 @@ def test_box_with_a_click_is_no_worse_than_the_click(name):
     outside = np.ones_like(both)
     outside[int(box[1]) : int(box[3]), int(box[0]) : int(box[2])] = False
     assert not (both & outside).any(), "nothing outside the box"
+
+
+def test_correction_centrality_scores_how_central_each_click_is_in_its_change():
+    shown = _disk(50, 60, 20)
+    part = _disk(90, 60, 12)  # a missed part, clicked at its middle
+    assert correction_centrality(shown | part, shown, [(90, 60, True)]) > 0.9
+    leak = part | _disk(120, 60, 25)  # the same click near the edge of a larger addition
+    assert correction_centrality(shown | leak, shown, [(90, 60, True)]) < 0.6
+    assert correction_centrality(shown, shown, [(90, 60, True)]) == 0.0, "nothing changed"
+    removed = shown & ~_disk(50, 60, 8)  # a negative click at the middle of what it removed
+    assert correction_centrality(removed, shown, [(50, 60, False)]) > 0.9
+    both = correction_centrality(removed | part, shown, [(50, 60, False), (90, 60, True)])
+    assert both > 0.9
+    assert correction_centrality(removed, shown, [(50, 60, False), (90, 60, True)]) < 0.6
+
+
+def test_a_correction_returns_one_mask_even_when_several_are_asked():
+    gt = _disk(70, 60, 25)
+    img = _scene(gt)
+    shown = _disk(70, 60, 15)  # too small: a click in the middle of the missed ring
+    prior = shown.astype(np.float32)
+    out = _predict(img, [[70, 60], [70, 80]], [1, 1], mask_prior=prior, multimask_output=True)
+    assert out.masks.shape == (1, H, W)
+    assert out.best_mask()[80, 70] and jaccard(out.best_mask(), gt) > jaccard(shown, gt)
+
+
+def test_a_corrective_click_on_a_real_frame_does_not_leak():
+    """The NoC protocol's first corrective click on dog's frame 0 (its head, at the top
+    edge): the cut at ratio 1 alone added the fence around the head, with the click near the
+    edge of the addition (IoU 0.81 → 0.75). The candidate whose change holds the click
+    centrally adds the head (0.84)."""
+    from backend.eval.clicks import corrective_click, first_frame_clicks
+    from backend.eval.davis import load_sequence, read_ground_truth
+    from backend.pipeline import _clicks_to_arrays
+
+    seq = load_sequence(DAVIS, "dog", 1)
+    labels = read_ground_truth(seq)[0]
+    gt = labels == 1
+    seg = ClassicalSegmenter()
+    seg.set_image(read_image(seq.images[0]))
+    prompt = [first_frame_clicks(labels, [1])[1]]
+    shown = seg.predict(*_clicks_to_arrays(prompt)).best_mask()
+    prompt.append(corrective_click(gt, shown))
+    prior = shown.astype(np.float32)
+    out = seg.predict(*_clicks_to_arrays(prompt), mask_prior=prior, multimask_output=False)
+    assert jaccard(gt, out.best_mask()) > jaccard(gt, shown) + 0.02
