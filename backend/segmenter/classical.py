@@ -410,10 +410,10 @@ class ClassicalSegmenter:
 
         shown = None if mask_prior is None else np.asarray(mask_prior) > 0.5
         disagree = [] if shown is None else _disagreeing(pts, labels, shown)
-        # A correction (clicks the shown mask disagrees with) with one mask asked: the cut at
-        # each ratio is a candidate and the one its clicks sit most centrally in wins.
+        ratios = cfg.ratios if multimask_output else (1.0,)
         choose = bool(disagree)
-        ratios = cfg.ratios + (1.0,) if choose else cfg.ratios if multimask_output else (1.0,)
+        if choose:  # a correction: every ratio and 1 compete; the best fit is the one answer
+            ratios = (*cfg.ratios, 1.0)
         fixed = None
         if claimed is not None and claimed.any():
             grown = cv2.dilate(claimed.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
