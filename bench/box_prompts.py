@@ -26,6 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from backend.demo import DAVIS_DIR as DAVIS  # noqa: E402
 from backend.eval.clicks import corrective_click, first_frame_boxes, first_frame_clicks  # noqa: E402
 from backend.eval.davis import load_sequence, read_ground_truth  # noqa: E402
 from backend.eval.runner import SPLITS  # noqa: E402
@@ -34,7 +35,6 @@ from backend.masks import jaccard  # noqa: E402
 from backend.pipeline import _clicks_to_arrays  # noqa: E402
 from backend.segmenter.classical import ClassicalSegmenter  # noqa: E402
 
-DAVIS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "davis2016-val"
 PROMPTS = ("box", "click", "box+click")
 
 

@@ -30,12 +30,10 @@ from scipy import ndimage as ndi
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from backend.demo import DAVIS_DIR as DAVIS  # noqa: E402
 from backend.frames import FolderFrameSource  # noqa: E402
 from backend.segmenter.classical import ClassicalSegmenter  # noqa: E402
 from backend.tracker.classical import ClassicalTracker  # noqa: E402
-
-DAVIS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "davis2016-val"
-
 
 # -- metrics (fallback when backend.eval.metrics is missing) --------------------------------
 

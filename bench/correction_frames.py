@@ -32,6 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from backend.demo import DAVIS_DIR as DAVIS  # noqa: E402
 from backend.engine import build_engine  # noqa: E402
 from backend.eval.davis import load_sequence, read_ground_truth  # noqa: E402
 from backend.eval.runner import SPLITS, SessionAnnotator, run_davis  # noqa: E402
@@ -39,8 +40,6 @@ from backend.frames import LazyFrameSource, read_image  # noqa: E402
 from backend.masks import jaccard  # noqa: E402
 from backend.pipeline import segment_keyframes  # noqa: E402
 from backend.types import Click, ObjectPrompt  # noqa: E402
-
-DAVIS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "davis2016-val"
 
 
 @dataclass

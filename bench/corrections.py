@@ -29,10 +29,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from backend.demo import DAVIS_DIR as DAVIS  # noqa: E402
 from backend.engine import build_engine  # noqa: E402
 from backend.eval.runner import SessionAnnotator, run_davis, split_sequences  # noqa: E402
-
-DAVIS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "davis2016-val"
 
 
 def annotators(engine, reach_back: bool):

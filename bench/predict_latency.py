@@ -22,11 +22,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from backend.config import Settings  # noqa: E402
+from backend.demo import DAVIS_DIR as DAVIS  # noqa: E402
 from backend.engine import build_engine  # noqa: E402
 from backend.server.app import create_app  # noqa: E402
 from model import TrackAnythingModel  # noqa: E402
 
-DAVIS = ROOT / ".." / "shared" / "data" / "davis2016-val"
 CONFIG = (ROOT / "docs" / "labeling-config.xml").read_text()
 
 

@@ -20,6 +20,7 @@ import cv2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from backend.demo import DAVIS_DIR as DAVIS  # noqa: E402
 from backend.ls.export_tracks import sequence_boxes  # noqa: E402
 from backend.ls.tracks import (  # noqa: E402
     FrameBox,
@@ -32,7 +33,6 @@ from backend.ls.tracks import (  # noqa: E402
     track_result,
 )
 
-DAVIS = Path(__file__).resolve().parents[2] / "shared" / "data" / "davis2016-val"
 log = logging.getLogger("bench.tracks")
 
 
