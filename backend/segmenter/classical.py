@@ -366,14 +366,11 @@ class ClassicalSegmenter:
 
         radius = cfg.click_radius * max(sh, sw)
         pos_seed, neg_seed = _ordered_discs((sh, sw), pts * prep.scale, labels, radius)
-        # Geodesic background seeds: the negative clicks; a box's outside too once there is a
-        # prior. On a first prompt it is only a label for the cut: a tight box touches the
-        # object, so as a seed it would claim the object's ends, nearer to it than the click.
-        geo_neg = neg_seed.copy()
+        clicked_neg = neg_seed
         if box is not None:
             small_box = np.asarray(box, np.float64) * prep.scale
             inside_box = _box_region((sh, sw), small_box)
-            neg_seed |= ~inside_box
+            neg_seed = neg_seed | ~inside_box
             pos_seed &= inside_box
             if not pos_seed.any() and prior_small is None:  # a box alone: GrabCut from it
                 core = _box_core((sh, sw), small_box)
@@ -388,7 +385,6 @@ class ClassicalSegmenter:
         if prior_small is not None:
             core, claimed_in = self._prior_core(prep, prior_small, pos_seed, neg_seed)
             pos_seed |= core
-            geo_neg = neg_seed
         if not pos_seed.any():
             return _empty(h, w, n_out)
 
@@ -397,6 +393,10 @@ class ClassicalSegmenter:
         border[0, :] = border[-1, :] = border[:, 0] = border[:, -1] = True
         border &= ~pos_seed
         d_border = geodesic_distance(prep.cost, border) * cfg.border_weight
+        # Geodesic background seeds: the negative clicks; a box's outside too once there is a
+        # prior. On a first prompt it is only a label for the cut: a tight box touches the
+        # object, so as a seed it would claim the object's ends, nearer to it than the click.
+        geo_neg = neg_seed if prior_small is not None else clicked_neg
         d_neg = np.minimum(d_border, geodesic_distance(prep.cost, geo_neg))
         if prior_small is not None:
             outside, claimed = self._prior_outside(prep, prior_small, pos_seed, neg_seed)
