@@ -240,23 +240,33 @@ def test_real_davis_frame_one_click():
     assert jaccard(out.best_mask(), gt) > 0.6
 
 
-@pytest.mark.parametrize("name", ["dog", "car-roundabout"])
-def test_box_alone_segments_the_object(name):
-    """A tight box around the object on a real DAVIS frame: GrabCut from the box."""
+def _first_frame(name: str) -> tuple[ClassicalSegmenter, np.ndarray]:
+    """A segmenter set on frame 0 of a shared DAVIS sequence, and that frame's label map."""
     from backend.eval.davis import load_sequence, read_ground_truth
 
     seq = load_sequence(DAVIS, name, 1)
-    gt = read_ground_truth(seq)[0] == 1
-    ys, xs = np.nonzero(gt)
-    box = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32)
     seg = ClassicalSegmenter()
     seg.set_image(read_image(seq.images[0]))
+    return seg, read_ground_truth(seq)[0]
+
+
+def _outside_box(mask: np.ndarray, box: np.ndarray) -> np.ndarray:
+    outside = mask.copy()
+    outside[int(box[1]) : int(box[3]), int(box[0]) : int(box[2])] = False
+    return outside
+
+
+@pytest.mark.parametrize("name", ["dog", "car-roundabout"])
+def test_box_alone_segments_the_object(name):
+    """A tight box around the object on a real DAVIS frame: GrabCut from the box."""
+    seg, labels = _first_frame(name)
+    gt = labels == 1
+    ys, xs = np.nonzero(gt)
+    box = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32)
     out = seg.predict(np.zeros((0, 2)), np.zeros(0, int), box=box)
     mask = out.best_mask()
     assert jaccard(gt, mask) > 0.7, jaccard(gt, mask)
-    outside = np.ones_like(mask)
-    outside[int(box[1]) : int(box[3]), int(box[0]) : int(box[2])] = False
-    assert not (mask & outside).any(), "nothing outside the box"
+    assert not _outside_box(mask, box).any(), "nothing outside the box"
 
 
 @pytest.mark.parametrize("name", ["car-shadow", "cows"])
@@ -266,22 +276,16 @@ def test_box_with_a_click_is_no_worse_than_the_click(name):
     As a seed it took them: with the box added, car-shadow fell from 0.76 to 0.50 and cows
     from 0.73 to 0.28 (one mask, as the pipeline then asked; 0.17 and 0.06 with candidates)."""
     from backend.eval.clicks import first_frame_boxes, first_frame_clicks
-    from backend.eval.davis import load_sequence, read_ground_truth
     from backend.pipeline import _clicks_to_arrays
 
-    seq = load_sequence(DAVIS, name, 1)
-    labels = read_ground_truth(seq)[0]
+    seg, labels = _first_frame(name)
     gt = labels == 1
     pts, lab = _clicks_to_arrays([first_frame_clicks(labels, [1])[1]])
     box = first_frame_boxes(labels, [1])[1].as_array()
-    seg = ClassicalSegmenter()
-    seg.set_image(read_image(seq.images[0]))
     alone = jaccard(gt, seg.predict(pts, lab).best_mask())
     both = seg.predict(pts, lab, box=box).best_mask()
     assert jaccard(gt, both) >= max(0.7, alone - 0.01), (jaccard(gt, both), alone)
-    outside = np.ones_like(both)
-    outside[int(box[1]) : int(box[3]), int(box[0]) : int(box[2])] = False
-    assert not (both & outside).any(), "nothing outside the box"
+    assert not _outside_box(both, box).any(), "nothing outside the box"
 
 
 def test_correction_centrality_scores_how_central_each_click_is_in_its_change():
@@ -314,14 +318,10 @@ def test_a_corrective_click_on_a_real_frame_does_not_leak():
     edge of the addition (IoU 0.81 → 0.75). The candidate whose change holds the click
     centrally adds the head (0.84)."""
     from backend.eval.clicks import corrective_click, first_frame_clicks
-    from backend.eval.davis import load_sequence, read_ground_truth
     from backend.pipeline import _clicks_to_arrays
 
-    seq = load_sequence(DAVIS, "dog", 1)
-    labels = read_ground_truth(seq)[0]
+    seg, labels = _first_frame("dog")
     gt = labels == 1
-    seg = ClassicalSegmenter()
-    seg.set_image(read_image(seq.images[0]))
     prompt = [first_frame_clicks(labels, [1])[1]]
     shown = seg.predict(*_clicks_to_arrays(prompt)).best_mask()
     prompt.append(corrective_click(gt, shown))
