@@ -27,7 +27,8 @@ one whose change holds its clicks most centrally wins (:func:`correction_central
 from __future__ import annotations
 
 import logging
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import cv2
@@ -74,6 +75,10 @@ class ClassicalSegmenterConfig:
     local_corrections: bool = True
     """With a ``mask_prior``, clicks that disagree with it change the mask only in the region
     they claim geodesically; the rest of the prior is kept as it was."""
+    threads: int = 0
+    """Threads for the candidate cuts; 0 = OpenCV's thread count (``cv2.setNumThreads``, which
+    bulk workers set to their CPU share). The cuts are independent and GrabCut releases the
+    GIL, so they run side by side; the masks do not depend on it."""
 
 
 @dataclass
@@ -167,11 +172,20 @@ def edge_map(rgb: np.ndarray) -> np.ndarray:
 
 
 def geodesic_distance(cost: np.ndarray, seeds: np.ndarray) -> np.ndarray:
-    """Minimum path cost from any True pixel of ``seeds`` (inf where unreachable / no seed)."""
+    """Minimum path cost from any True pixel of ``seeds`` (inf where unreachable / no seed).
+
+    Paths start from the seeds' edge only (seeds with a non-seed among their 8 neighbours):
+    every path out of a seed region leaves through its edge, so the distances are the same,
+    and a prior's core or a box's outside (thousands of seeds) costs as little as its
+    outline; each start costs the path search a Python-level step."""
     if not seeds.any():
         return np.full(cost.shape, np.inf, dtype=np.float32)
+    inner = cv2.erode(
+        seeds.astype(np.uint8), np.ones((3, 3), np.uint8), borderType=cv2.BORDER_REPLICATE
+    )
     mcp = MCP_Geometric(cost)
-    dist, _ = mcp.find_costs(np.argwhere(seeds))
+    dist, _ = mcp.find_costs(np.argwhere(seeds & ~inner.astype(bool)))
+    dist[seeds] = 0.0
     return dist.astype(np.float32)
 
 
@@ -418,7 +432,9 @@ class ClassicalSegmenter:
         if claimed is not None and claimed.any():
             grown = cv2.dilate(claimed.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
             fixed = (~grown, prior_small >= 0.5)
-        candidates = [self._cut(prep, d_pos, d_neg, r, pos_seed, neg_seed, fixed) for r in ratios]
+        candidates = self._map(
+            lambda r: self._cut(prep, d_pos, d_neg, r, pos_seed, neg_seed, fixed), ratios
+        )
         scores = _score(candidates, prep.grad, prep.small, pos_seed)
         masks = np.stack([self._to_native(prep, m) for m in candidates])
         masks &= ~_neg_points_mask(neg, h, w)
@@ -434,6 +450,15 @@ class ClassicalSegmenter:
             best = int(np.argmax([correction_centrality(m, shown, disagree) for m in masks]))
             masks, scores = masks[best : best + 1], scores[best : best + 1]
         return SegmentOutput(masks=masks, scores=scores.astype(np.float32))
+
+    def _map(self, fn: Callable[[float], np.ndarray], ratios: tuple[float, ...]) -> list:
+        """``[fn(r) for r in ratios]``, on up to :attr:`ClassicalSegmenterConfig.threads`
+        threads (a pool per call: nothing is shared between calls or segmenters)."""
+        threads = min(len(ratios), self.config.threads or cv2.getNumThreads())
+        if threads <= 1:
+            return [fn(r) for r in ratios]
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="cut") as pool:
+            return list(pool.map(fn, ratios))
 
     def _prior_core(
         self, prep: _Prepared, prior: np.ndarray, pos_seed: np.ndarray, neg_seed: np.ndarray

@@ -169,6 +169,24 @@ def test_helpers():
     np.testing.assert_allclose(guided_filter(flat, flat, 2, 1e-3), 0.5, atol=1e-5)
 
 
+def test_geodesic_distance_from_a_region_equals_the_search_from_all_its_pixels():
+    """Paths start from the seeds' edge only; the distances must be those of a search that
+    starts from every seed (regions touching the border, diagonal corners, lone pixels)."""
+    from skimage.graph import MCP_Geometric
+
+    rng = np.random.default_rng(5)
+    cost = 1.0 + 4.0 * rng.random((60, 90)) ** 2
+    seeds = _disk(30, 25, 14)[:60, :90] | (np.arange(90)[None] < 3)
+    seeds[40:50, 50:60] = seeds[50:55, 50:55] = True
+    seeds[5, 80] = True
+    # In the concave corner, (50, 55) is reached most cheaply diagonally from (49, 54), a
+    # seed whose four side neighbours are all seeds: only the 8-neighbour edge starts there.
+    cost[49, 54] = cost[50, 55] = 1.0
+    cost[49, 55] = cost[50, 54] = cost[49, 56] = cost[51, 54] = cost[51, 56] = 5.0
+    full, _ = MCP_Geometric(cost).find_costs(np.argwhere(seeds))
+    np.testing.assert_array_equal(geodesic_distance(cost, seeds), full.astype(np.float32))
+
+
 def test_gmm_model_layout_and_clusters():
     rng = np.random.default_rng(1)
     centres = np.array([[20, 20, 20], [200, 30, 30], [30, 200, 30], [30, 30, 200], [220] * 3])
@@ -328,3 +346,26 @@ def test_a_corrective_click_on_a_real_frame_does_not_leak():
     prior = shown.astype(np.float32)
     out = seg.predict(*_clicks_to_arrays(prompt), mask_prior=prior, multimask_output=False)
     assert jaccard(gt, out.best_mask()) > jaccard(gt, shown) + 0.02
+
+
+def test_candidate_cuts_on_threads_give_the_same_masks_in_the_same_order():
+    """The cuts run side by side (``threads``); a first click's four candidates and a
+    correction's five cuts must not depend on it."""
+    from backend.eval.clicks import corrective_click, first_frame_clicks
+    from backend.pipeline import _clicks_to_arrays
+
+    _, labels = _first_frame("dog")
+    image = read_image(DAVIS / "JPEGImages" / "480p" / "dog" / "00000.jpg")
+    outs = {}
+    for threads in (1, 4):
+        seg = ClassicalSegmenter(ClassicalSegmenterConfig(threads=threads))
+        seg.set_image(image)
+        prompt = [first_frame_clicks(labels, [1])[1]]
+        first = seg.predict(*_clicks_to_arrays(prompt))
+        prompt.append(corrective_click(labels == 1, first.best_mask()))
+        prior = first.best_mask().astype(np.float32)
+        outs[threads] = (first, seg.predict(*_clicks_to_arrays(prompt), mask_prior=prior))
+    for serial, threaded in zip(outs[1], outs[4], strict=True):
+        np.testing.assert_array_equal(serial.masks, threaded.masks)
+        np.testing.assert_array_equal(serial.scores, threaded.scores)
+    assert len({m.tobytes() for m in outs[1][0].masks}) > 1  # distinct candidates: order counts
