@@ -23,6 +23,7 @@ QUICK = [
     ["sam2_engine.py", "--sides", "256", "--frames", "10", "--size", "427x240"],
     ["bulk.py"],
     ["box_prompts.py", "--split", "tune", "--clicks", "1"],
+    ["segmenter_threads.py", "--every", "3", "--repeat", "1"],
     ["corrections.py", "--split", "tune", "--rounds", "2", "--corrections", "mask"],
 ]
 

@@ -177,7 +177,7 @@ def geodesic_distance(cost: np.ndarray, seeds: np.ndarray) -> np.ndarray:
     Paths start from the seeds' edge only (seeds with a non-seed among their 8 neighbours):
     every path out of a seed region leaves through its edge, so the distances are the same,
     and a prior's core or a box's outside (thousands of seeds) costs as little as its
-    outline; each start costs the path search a Python-level step."""
+    outline (the search does NumPy work for every start it is given)."""
     if not seeds.any():
         return np.full(cost.shape, np.inf, dtype=np.float32)
     inner = cv2.erode(
@@ -451,7 +451,9 @@ class ClassicalSegmenter:
             masks, scores = masks[best : best + 1], scores[best : best + 1]
         return SegmentOutput(masks=masks, scores=scores.astype(np.float32))
 
-    def _map(self, fn: Callable[[float], np.ndarray], ratios: tuple[float, ...]) -> list:
+    def _map(
+        self, fn: Callable[[float], np.ndarray], ratios: tuple[float, ...]
+    ) -> list[np.ndarray]:
         """``[fn(r) for r in ratios]``, on up to :attr:`ClassicalSegmenterConfig.threads`
         threads (a pool per call: nothing is shared between calls or segmenters)."""
         threads = min(len(ratios), self.config.threads or cv2.getNumThreads())
