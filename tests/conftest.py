@@ -104,7 +104,9 @@ def backend_process(args: list[str], env: dict[str, str], log_path: Path, port: 
             try:
                 if requests.get(f"{url}/health", timeout=1).ok:
                     break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
+                # Timeout: gunicorn's master accepts connections before its worker has
+                # imported the app, so a busy machine can leave the first reads unanswered.
                 time.sleep(0.1)
         else:
             pytest.fail("the backend did not start:\n" + log_path.read_text())
