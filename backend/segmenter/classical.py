@@ -416,10 +416,11 @@ class ClassicalSegmenter:
             outside, claimed = self._prior_outside(prep, prior_small, pos_seed, neg_seed)
             # Only positive corrections are local: a negative click on a leak must be able to
             # remove the whole leak, which often reaches past what the click claims.
-            if not cfg.local_corrections or claimed_in is None or claimed_in.any():
+            local = cfg.local_corrections and claimed_in is not None and not claimed_in.any()
+            if not (local and claimed.any()):
                 claimed = None
             # A local correction's claim competes with the accepted outside on equal terms.
-            far = 1.0 if claimed is not None and claimed.any() else 2.0
+            far = 1.0 if claimed is not None else 2.0
             d_neg = np.minimum(d_neg, geodesic_distance(prep.cost, outside & ~pos_seed) * far)
 
         shown = None if mask_prior is None else np.asarray(mask_prior) > 0.5
@@ -428,10 +429,10 @@ class ClassicalSegmenter:
         choose = bool(disagree)
         if choose:  # a correction: every ratio and 1 compete; the best fit is the one answer
             ratios = (*cfg.ratios, 1.0)
-        fixed = None
-        if claimed is not None and claimed.any():
-            grown = cv2.dilate(claimed.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-            fixed = (~grown, prior_small >= 0.5)
+        fixed = grown = None
+        if claimed is not None:  # the claim and a pixel around it are the cut's to decide
+            grown = cv2.dilate(claimed.astype(np.uint8), np.ones((3, 3), np.uint8))
+            fixed = (~grown.astype(bool), prior_small >= 0.5)
         candidates = self._map(
             lambda r: self._cut(prep, d_pos, d_neg, r, pos_seed, neg_seed, fixed), ratios
         )
@@ -440,10 +441,9 @@ class ClassicalSegmenter:
         masks &= ~_neg_points_mask(neg, h, w)
         if box is not None:
             masks &= _box_region((h, w), np.asarray(box, np.float64), 0)
-        if claimed is not None and claimed.any():
+        if grown is not None:
             # A correction edits the prior only where its clicks claimed; elsewhere the prior
             # (the mask the annotator accepted) stays exactly as it was.
-            grown = cv2.dilate(claimed.astype(np.uint8), np.ones((3, 3), np.uint8))
             region = cv2.resize(grown, (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
             masks = np.where(region[None], masks, shown[None])
         if choose:
