@@ -258,12 +258,14 @@ def test_real_davis_frame_one_click():
     assert jaccard(out.best_mask(), gt) > 0.6
 
 
-def _first_frame(name: str) -> tuple[ClassicalSegmenter, np.ndarray]:
+def _first_frame(
+    name: str, config: ClassicalSegmenterConfig | None = None
+) -> tuple[ClassicalSegmenter, np.ndarray]:
     """A segmenter set on frame 0 of a shared DAVIS sequence, and that frame's label map."""
     from backend.eval.davis import load_sequence, read_ground_truth
 
     seq = load_sequence(DAVIS, name, 1)
-    seg = ClassicalSegmenter()
+    seg = ClassicalSegmenter(config)
     seg.set_image(read_image(seq.images[0]))
     return seg, read_ground_truth(seq)[0]
 
@@ -354,12 +356,9 @@ def test_candidate_cuts_on_threads_give_the_same_masks_in_the_same_order():
     from backend.eval.clicks import corrective_click, first_frame_clicks
     from backend.pipeline import _clicks_to_arrays
 
-    _, labels = _first_frame("dog")
-    image = read_image(DAVIS / "JPEGImages" / "480p" / "dog" / "00000.jpg")
     outs = {}
     for threads in (1, 4):
-        seg = ClassicalSegmenter(ClassicalSegmenterConfig(threads=threads))
-        seg.set_image(image)
+        seg, labels = _first_frame("dog", ClassicalSegmenterConfig(threads=threads))
         prompt = [first_frame_clicks(labels, [1])[1]]
         first = seg.predict(*_clicks_to_arrays(prompt))
         prompt.append(corrective_click(labels == 1, first.best_mask()))
