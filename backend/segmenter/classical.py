@@ -390,7 +390,7 @@ class ClassicalSegmenter:
                 core = _box_core((sh, sw), small_box)
                 cut = self._box_cut(prep, inside_box, core, neg_seed)
                 native = self._to_native(prep, cut)[None] & _box_region((h, w), np.asarray(box), 0)
-                native &= ~_neg_points_mask(neg, h, w)
+                native &= ~_points_mask(neg, h, w)
                 scores = _score([cut], prep.grad, prep.small, core).astype(np.float32)
                 return SegmentOutput(masks=native, scores=scores)
             if not pos_seed.any():
@@ -438,7 +438,7 @@ class ClassicalSegmenter:
         )
         scores = _score(candidates, prep.grad, prep.small, pos_seed)
         masks = np.stack([self._to_native(prep, m) for m in candidates])
-        masks &= ~_neg_points_mask(neg, h, w)
+        masks &= ~_points_mask(neg, h, w)
         if box is not None:
             masks &= _box_region((h, w), np.asarray(box, np.float64), 0)
         if grown is not None:
@@ -633,9 +633,10 @@ def _box_core(shape: tuple[int, int], box: np.ndarray) -> np.ndarray:
     return ((xx + 0.5 - cx) / rx) ** 2 + ((yy + 0.5 - cy) / ry) ** 2 <= 1.0
 
 
-def _neg_points_mask(neg: np.ndarray, h: int, w: int) -> np.ndarray:
+def _points_mask(pts: np.ndarray | list[tuple[int, int]], h: int, w: int) -> np.ndarray:
+    """An h×w mask holding the pixels of (x, y) points."""
     out = np.zeros((h, w), bool)
-    for x, y in neg:
+    for x, y in pts:
         out[int(y), int(x)] = True
     return out
 
@@ -705,7 +706,9 @@ def correction_centrality(
     for x, y, positive in clicks:
         change = mask & ~shown if positive else shown & ~mask
         if change[y, x]:
-            total += click_centrality(_component_at(change, x, y), _point(change.shape, x, y))
+            total += click_centrality(
+                _component_at(change, x, y), _points_mask([(x, y)], *change.shape)
+            )
     return total / len(clicks)
 
 
@@ -713,12 +716,6 @@ def _component_at(mask: np.ndarray, x: int, y: int) -> np.ndarray:
     """The 8-connected part of ``mask`` holding pixel (x, y)."""
     _, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
     return labels == labels[y, x]
-
-
-def _point(shape: tuple[int, ...], x: int, y: int) -> np.ndarray:
-    out = np.zeros(shape[:2], bool)
-    out[y, x] = True
-    return out
 
 
 def _score(
