@@ -383,6 +383,18 @@ def segment_video(
         session.close()
 
 
+def same_place(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two masks show an object in the same place: at least half of the smaller mask
+    lies in the other. An empty mask is in no place.
+
+    Touching is not enough: a backward pass from a poor correction of a lost object can
+    touch the kept mask with a few pixels while its body is elsewhere, and blending it then
+    moved the object off frames that were right (libby, issue 17: frames 33-35 went from J
+    0.52, 0.45, 0.27 to 0.01, 0.04, 0.11; docs/benchmarks.md, seventh round)."""
+    small = min(int(a.sum()), int(b.sum()))
+    return small > 0 and 2 * int(np.count_nonzero(a & b)) >= small
+
+
 def blend_backward(
     engine: Engine,
     frames: FrameSource,
@@ -400,12 +412,12 @@ def blend_backward(
     scores from the last run, which came forward from the object's previous keyframe
     ``earlier[obj]``): on frame t the backward probability weighs ``(t − p) / (anchor − p)``
     and the kept mask the rest, so each pass counts most near the keyframe it started from.
-    Where the backward mask does not touch the kept one (or is empty), the passes disagree on
-    *where* the object is and the kept mask and score stay: the reach refines what a frame
-    showed, it never moves or removes the object (a poor correction of a lost object would
-    carry its wrong region back). Other objects, and frames at or before an object's ``p``,
-    keep their masks; a blended mask never takes pixels of another object. Frames are
-    yielded from ``anchor − 1`` down.
+    Where the two masks are not in the same place (:func:`same_place`; an empty backward mask
+    never is), the passes disagree on *where* the object is and the kept mask and score stay:
+    the reach refines what a frame showed, it never moves or removes the object (a poor
+    correction of a lost object would carry its wrong region back). Other objects, and frames
+    at or before an object's ``p``, keep their masks; a blended mask never takes pixels of
+    another object. Frames are yielded from ``anchor − 1`` down.
 
     The tracker also gets each object's mask on ``p``, which the pass never reaches: a
     tracker may learn the object's looks there rather than from a correction that is often
@@ -444,7 +456,7 @@ def blend_backward(
                     prob = np.zeros_like(prob)
                 back = prob > 0.5
                 old = out_masks.get(oid)
-                if old is not None and old.any() and not (old & back).any():
+                if old is not None and old.any() and not same_place(old, back):
                     continue  # the passes disagree on where it is: no move, no removal
                 w = (t - p) / (anchor - p)
                 old_f = 0.0 if old is None else old.astype(np.float32)

@@ -55,7 +55,7 @@ def test_correction_click_refines_the_shown_mask_and_reaches_back_to_the_keyfram
     first = model.predict(request(urls, kp(30, 50, 0)))["results"][0]
     assert len(first["result"]) == 6 and priors == [None]
     # the annotator corrects frame 3: only frame 3 is segmented, with the shown mask as prior
-    second = model.predict(request(urls, kp(30, 50, 0), kp(40, 50, 3)))["results"][0]
+    second = model.predict(request(urls, kp(30, 50, 0), kp(34, 50, 3)))["results"][0]
     assert len(priors) == 2, "frame 0's clicks did not change: not segmented again"
     shown3 = next(r for r in first["result"] if r["item_index"] == 3)
     np.testing.assert_array_equal(priors[1] > 0.5, rle.decode(shown3["value"]["rle"], 240, 320))
@@ -82,7 +82,7 @@ def test_a_correction_between_keyframes_reaches_the_next_keyframe_only(tmp_path)
     model, urls, priors = make(tmp_path)
     first = model.predict(request(urls, kp(30, 50, 0), kp(60, 50, 4)))["results"][0]
     n = len(priors)
-    second = model.predict(request(urls, kp(30, 50, 0), kp(20, 50, 2), kp(60, 50, 4)))
+    second = model.predict(request(urls, kp(30, 50, 0), kp(26, 50, 2), kp(60, 50, 4)))
     assert len(priors) - n == 1, "only the corrected frame is segmented"
     before = {r["item_index"]: r["value"]["rle"] for r in first["result"]}
     after = {r["item_index"]: r["value"]["rle"] for r in second["results"][0]["result"]}

@@ -197,7 +197,7 @@ def test_blend_backward_weighs_each_pass_by_its_distance_and_spares_other_object
 
     old = _box(10, 30, 10, 30)  # object 1 as the forward pass from frame 0 left it
     other = _box(30, 50, 35, 70)  # object 2, untouched by the correction
-    corrected = _box(20, 40, 20, 40)  # object 1's corrected mask on frame 4: overlaps both
+    corrected = _box(14, 34, 14, 40)  # object 1's corrected mask on frame 4: overlaps both
 
     def kept(t):
         return {1: old, 2: other}, {1: 0.4, 2: 0.7}
@@ -236,10 +236,23 @@ def test_blend_backward_stops_at_the_previous_keyframe_and_on_request():
         list(blend_backward(fake_engine(), frames(), 4, {1: _box(0, 5, 0, 5)}, {1: 4}, kept))
 
 
+def test_same_place_needs_half_of_the_smaller_mask_inside_the_other():
+    from backend.pipeline import same_place
+
+    big = _box(10, 30, 10, 30)  # 400 px
+    assert same_place(big, _box(20, 30, 10, 30)) and same_place(_box(20, 30, 10, 30), big)
+    assert same_place(big, _box(15, 35, 15, 35)), "225 of 400 shared"
+    assert not same_place(big, _box(20, 40, 20, 40)), "100 of 400 shared"
+    assert not same_place(big, _box(29, 49, 29, 49)), "touching by one pixel"
+    assert not same_place(big, _box(40, 50, 40, 50))
+    empty = np.zeros_like(big)
+    assert not same_place(big, empty) and not same_place(empty, empty)
+
+
 def test_blend_backward_never_moves_or_removes_the_object():
-    """Where the backward mask has no pixel in common with the kept one — it is elsewhere, or
-    the tracker's presence is below one half (SAM 2's object score: absent) — the kept mask
-    and score stay."""
+    """Where the backward mask is not in the kept one's place — elsewhere, touching it only
+    at its edge, or the tracker's presence is below one half (SAM 2's object score: absent)
+    — the kept mask and score stay."""
     from dataclasses import replace
 
     from backend.pipeline import blend_backward
@@ -269,7 +282,7 @@ def test_blend_backward_never_moves_or_removes_the_object():
     assert np.array_equal(by[3].masks[1], near)
     assert by[3].scores[1] == pytest.approx(0.25 * 0.5 + 0.75 * 0.9)
     assert np.array_equal(by[2].masks[1], old) and by[2].scores[1] == 0.5, "absent on 2: kept"
-    far = _box(40, 55, 50, 75)  # a corrected mask elsewhere: nothing before it moves
-    out = list(blend_backward(engine, frames(), 4, {1: far}, {1: 0}, kept))
-    assert [fp.index for fp in out] == [3, 2, 1]
-    assert all(np.array_equal(fp.masks[1], old) and fp.scores[1] == 0.5 for fp in out)
+    for far in (_box(40, 55, 50, 75), _box(26, 46, 26, 46)):  # elsewhere; touching the edge
+        out = list(blend_backward(engine, frames(), 4, {1: far}, {1: 0}, kept))
+        assert [fp.index for fp in out] == [3, 2, 1]
+        assert all(np.array_equal(fp.masks[1], old) and fp.scores[1] == 0.5 for fp in out)
