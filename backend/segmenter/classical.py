@@ -21,7 +21,7 @@ A ``mask_prior`` adds its confident core to the positive seeds and its outside t
 background seeds, so corrections keep the rest of the previous answer; a negative click inside
 the prior removes only the part of it geodesically closer to that click. A correction (a click
 the prior gets wrong) is answered with one mask: the cut at each ratio is a candidate, and the
-one whose change holds its clicks most centrally wins (:func:`correction_centrality`).
+one whose change holds its clicks most deeply and centrally wins (:func:`correction_fit`).
 """
 
 from __future__ import annotations
@@ -447,7 +447,7 @@ class ClassicalSegmenter:
             region = cv2.resize(grown, (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
             masks = np.where(region[None], masks, shown[None])
         if choose:
-            best = int(np.argmax([correction_centrality(m, shown, disagree) for m in masks]))
+            best = int(np.argmax([correction_fit(m, shown, disagree) for m in masks]))
             masks, scores = masks[best : best + 1], scores[best : best + 1]
         return SegmentOutput(masks=masks, scores=scores.astype(np.float32))
 
@@ -663,6 +663,12 @@ def _ring_contrast(small: np.ndarray, mask: np.ndarray, bits: int = 3) -> float:
     return float(1.0 - bc)
 
 
+def _depth(mask: np.ndarray) -> np.ndarray:
+    """Each pixel's distance to the outside of ``mask`` (the image's edge counting as
+    outside), in pixels; 0 outside."""
+    return cv2.distanceTransform(np.pad(mask, 1).astype(np.uint8), cv2.DIST_L2, 3)[1:-1, 1:-1]
+
+
 def click_centrality(mask: np.ndarray, seeds: np.ndarray) -> float:
     """How deep inside ``mask`` the positive seeds sit, relative to its deepest point (0..1).
 
@@ -673,7 +679,7 @@ def click_centrality(mask: np.ndarray, seeds: np.ndarray) -> float:
     inside = seeds & mask
     if not inside.any():
         return 0.0
-    dist = cv2.distanceTransform(np.pad(mask, 1).astype(np.uint8), cv2.DIST_L2, 3)[1:-1, 1:-1]
+    dist = _depth(mask)
     top = float(dist.max())
     return float(dist[inside].max()) / top if top > 0 else 0.0
 
@@ -690,15 +696,18 @@ def _disagreeing(
     return out
 
 
-def correction_centrality(
+def correction_fit(
     mask: np.ndarray, shown: np.ndarray, clicks: list[tuple[int, int, bool]]
 ) -> float:
-    """How centrally the correction clicks sit in what they changed (0..1, mean over clicks).
+    """How well a candidate fits the correction clicks: the mean over them of the click's
+    depth in the part it changed times how central it is there (pixels).
 
     A correction click is put in the middle of the wrong part (the simulated annotator clicks
     its deepest point, and a person aims at its middle too). So the part a click adds (or
-    removes) should hold the click about as deep as it goes: a cut that adds a much larger
-    region around a click near its edge leaked. A click that changed nothing scores 0.
+    removes) should hold the click about as deep as that part goes: a cut that adds a much
+    larger region around a click near its edge leaked. Centrality alone cannot tell the
+    right part from a sliver around the click, which holds it just as centrally, only
+    shallowly: the depth at the click can. A click that changed nothing scores 0.
     """
     if not clicks:
         return 0.0
@@ -706,9 +715,8 @@ def correction_centrality(
     for x, y, positive in clicks:
         change = mask & ~shown if positive else shown & ~mask
         if change[y, x]:
-            total += click_centrality(
-                _component_at(change, x, y), _points_mask([(x, y)], *change.shape)
-            )
+            dist = _depth(_component_at(change, x, y))
+            total += float(dist[y, x]) ** 2 / float(dist.max())
     return total / len(clicks)
 
 

@@ -17,7 +17,7 @@ from backend.segmenter.classical import (
     ClassicalSegmenter,
     ClassicalSegmenterConfig,
     click_centrality,
-    correction_centrality,
+    correction_fit,
     geodesic_distance,
     gmm_model,
     grabcut_deterministic,
@@ -308,18 +308,21 @@ def test_box_with_a_click_is_no_worse_than_the_click(name):
     assert not _outside_box(both, box).any(), "nothing outside the box"
 
 
-def test_correction_centrality_scores_how_central_each_click_is_in_its_change():
+def test_correction_fit_wants_each_click_deep_and_central_in_its_change():
     shown = _disk(50, 60, 20)
     part = _disk(90, 60, 12)  # a missed part, clicked at its middle
-    assert correction_centrality(shown | part, shown, [(90, 60, True)]) > 0.9
+    fit = correction_fit(shown | part, shown, [(90, 60, True)])
+    assert fit == pytest.approx(12, abs=1.5), "central: the click's depth"
     leak = part | _disk(120, 60, 25)  # the same click near the edge of a larger addition
-    assert correction_centrality(shown | leak, shown, [(90, 60, True)]) < 0.6
-    assert correction_centrality(shown, shown, [(90, 60, True)]) == 0.0, "nothing changed"
+    assert correction_fit(shown | leak, shown, [(90, 60, True)]) < 0.6 * fit
+    sliver = _disk(90, 60, 3)  # the click's own seed disc and nothing more: central, shallow
+    assert correction_fit(shown | sliver, shown, [(90, 60, True)]) < 0.3 * fit
+    assert correction_fit(shown, shown, [(90, 60, True)]) == 0.0, "nothing changed"
     removed = shown & ~_disk(50, 60, 8)  # a negative click at the middle of what it removed
-    assert correction_centrality(removed, shown, [(50, 60, False)]) > 0.9
-    both = correction_centrality(removed | part, shown, [(50, 60, False), (90, 60, True)])
-    assert both > 0.9
-    assert correction_centrality(removed, shown, [(50, 60, False), (90, 60, True)]) < 0.6
+    assert correction_fit(removed, shown, [(50, 60, False)]) == pytest.approx(8, abs=1.5)
+    both = correction_fit(removed | part, shown, [(50, 60, False), (90, 60, True)])
+    assert both == pytest.approx(10, abs=1.5), "the mean over the clicks"
+    assert correction_fit(removed, shown, [(50, 60, False), (90, 60, True)]) < 0.5 * both
 
 
 def test_a_correction_returns_one_mask_even_when_several_are_asked():
