@@ -17,29 +17,38 @@ from backend.session import InteractiveSession, PlanKind, SessionKey
 DAVIS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "davis2016-val"
 
 
-@pytest.fixture(scope="module")
-def clip():
+def _load(name: str, max_frames: int | None = None):
+    """A DAVIS sequence's frames (all cached) and its object's ground-truth masks."""
     if not DAVIS.is_dir():
         pytest.fail(f"{DAVIS} is missing (../shared beside the checkout)")
-    seq = load_sequence(DAVIS, "car-roundabout", 30)
+    seq = load_sequence(DAVIS, name, max_frames)
     gt = [g == 1 for g in read_ground_truth(seq)]
-    frames = LazyFrameSource(len(seq), lambda i: read_image(seq.images[i]), cache_size=40)
-    return frames, gt
+    return LazyFrameSource(len(seq), lambda i: read_image(seq.images[i]), cache_size=len(seq)), gt
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return _load("car-roundabout", 30)
 
 
 def _shown(session, n):
     return [session.shown(1, f) for f in range(n)]
 
 
+def _one_click(name: str, frames, gt):
+    """The engine, a session with the protocol's first click run, and what it shows."""
+    engine = build_engine("classical")
+    session = InteractiveSession(SessionKey("test", None, None, name), len(frames))
+    (click,) = first_frame_clicks(gt[0].astype(np.uint8), [1]).values()
+    session.add_click(1, 0, click, label="object")
+    list(session.run(engine, frames))
+    return engine, session, _shown(session, len(frames))
+
+
 def test_negative_click_on_a_leak_carries_forward(clip):
     frames, gt = clip
     n = len(frames)
-    engine = build_engine("classical")
-    session = InteractiveSession(SessionKey("test", None, None, "car-roundabout"), n)
-    (click,) = first_frame_clicks(gt[0].astype(np.uint8), [1]).values()
-    session.add_click(1, 0, click, label="car")
-    list(session.run(engine, frames))
-    before = _shown(session, n)
+    engine, session, before = _one_click("car-roundabout", frames, gt)
     # the frame (after the first two) where the largest wrongly included region is
     leaks = {}
     for f in range(2, n - 3):
@@ -77,18 +86,9 @@ def test_a_correction_of_a_lost_object_does_not_move_it_off_earlier_frames():
     masks of frames 33-35 at their edge while its body is elsewhere; blending it there took
     the dog off them (J 0.52 / 0.45 / 0.27 → 0.01 / 0.04 / 0.11 under the old touch rule).
     Frames whose two masks are not in the same place keep theirs."""
-    if not DAVIS.is_dir():
-        pytest.fail(f"{DAVIS} is missing (../shared beside the checkout)")
-    seq = load_sequence(DAVIS, "libby")
-    gt = [g == 1 for g in read_ground_truth(seq)]
+    frames, gt = _load("libby")
     n = len(gt)
-    frames = LazyFrameSource(n, lambda i: read_image(seq.images[i]), cache_size=n)
-    engine = build_engine("classical")
-    session = InteractiveSession(SessionKey("test", None, None, "libby"), n)
-    (click,) = first_frame_clicks(gt[0].astype(np.uint8), [1]).values()
-    session.add_click(1, 0, click, label="dog")
-    list(session.run(engine, frames))
-    before = _shown(session, n)
+    engine, session, before = _one_click("libby", frames, gt)
     last = n - 1
     assert jaccard(gt[last], before[last]) < 0.05, "the dog is lost on the last frame"
     positive = corrective_click(gt[last], before[last])
