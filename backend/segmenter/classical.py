@@ -633,8 +633,8 @@ def _box_core(shape: tuple[int, int], box: np.ndarray) -> np.ndarray:
     return ((xx + 0.5 - cx) / rx) ** 2 + ((yy + 0.5 - cy) / ry) ** 2 <= 1.0
 
 
-def _points_mask(pts: np.ndarray | list[tuple[int, int]], h: int, w: int) -> np.ndarray:
-    """An h×w mask holding the pixels of (x, y) points."""
+def _points_mask(pts: np.ndarray, h: int, w: int) -> np.ndarray:
+    """An h×w mask holding the pixels of (x, y) points (an N×2 array)."""
     out = np.zeros((h, w), bool)
     for x, y in pts:
         out[int(y), int(x)] = True
