@@ -391,8 +391,8 @@ def same_place(a: np.ndarray, b: np.ndarray) -> bool:
     touch the kept mask with a few pixels while its body is elsewhere, and blending it then
     moved the object off frames that were right (libby, issue 17: frames 33-35 went from J
     0.52, 0.45, 0.27 to 0.01, 0.04, 0.11; docs/benchmarks.md, seventh round)."""
-    small = min(int(a.sum()), int(b.sum()))
-    return small > 0 and 2 * int(np.count_nonzero(a & b)) >= small
+    small = min(np.count_nonzero(a), np.count_nonzero(b))
+    return small > 0 and 2 * np.count_nonzero(a & b) >= small
 
 
 def blend_backward(
