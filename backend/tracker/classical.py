@@ -311,6 +311,14 @@ def _robust_motion(v: np.ndarray, max_samples: int = 4000) -> tuple[np.ndarray, 
     return med.astype(np.float32), 0.5 + 1.5 * mad
 
 
+def surroundings(mask: np.ndarray, ring_px: int) -> np.ndarray:
+    """The ring around a bool ``mask``: pixels within ``ring_px`` of it (a square window,
+    at least 3 px wide), outside it. Both the colour and the motion model of an object
+    compare it with this ring, what it can leak into."""
+    k = max(3, 2 * ring_px + 1)
+    return cv2.dilate(mask.astype(np.uint8), np.ones((k, k), np.uint8)).astype(bool) & ~mask
+
+
 def motion_llr(
     prev_mask: np.ndarray, fwd: np.ndarray, motion_new: np.ndarray, ring_px: int, clip: float
 ) -> np.ndarray:
@@ -321,9 +329,7 @@ def motion_llr(
     new pixel's motion (the negated backward flow). Where both move alike the ratio is ≈ 0;
     when the camera follows the object, static background it touches is told apart.
     """
-    k = max(3, 2 * ring_px + 1)
-    ring = cv2.dilate(prev_mask.astype(np.uint8), np.ones((k, k), np.uint8)).astype(bool)
-    ring &= ~prev_mask
+    ring = surroundings(prev_mask, ring_px)
     if prev_mask.sum() < 16 or ring.sum() < 16:
         return np.zeros(prev_mask.shape, np.float32)
 
@@ -392,10 +398,7 @@ def _models_from_mask(
     may leak into: each ring pixel counts ``1 + ring_weight`` times) but includes the whole
     frame so distant colours are known too.
     """
-    m = mask.astype(np.uint8)
-    k = max(3, 2 * ring_px + 1)
-    ring = cv2.dilate(m, np.ones((k, k), np.uint8)).astype(bool) & ~mask
-    bg_w = (~mask).astype(np.float32) + ring_weight * ring
+    bg_w = (~mask).astype(np.float32) + ring_weight * surroundings(mask, ring_px)
     return histogram(idx, mask.astype(np.float32), bins), histogram(idx, bg_w, bins)
 
 
