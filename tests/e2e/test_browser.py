@@ -271,13 +271,21 @@ class LabelingPage:
 
     def enable_auto_annotation(self) -> None:
         selector = "[data-testid=bottombar-auto-annotation-toggle]"
-        toggle = self.one(selector, "Auto-Annotation")
-        if not toggle.is_selected():
-            self.drv.execute_script("arguments[0].click()", toggle)  # the input sits under a label
 
-        def on() -> bool:  # looked up again: the bottom bar may re-render (a stale element)
+        # Both looked up inside a wait: the bottom bar may re-render between finding the
+        # toggle and reading or clicking it (a stale element), and the wait then tries again.
+        def switched_on() -> bool:
+            toggle = next(iter(self.css(selector)), None)
+            if toggle is None:
+                return False
+            if not toggle.is_selected():
+                self.drv.execute_script("arguments[0].click()", toggle)  # input under a label
+            return True
+
+        def on() -> bool:
             return any(t.is_selected() for t in self.css(selector))
 
+        self.wait("the Auto-Annotation toggle", switched_on)
         self.wait("Auto-Annotation on", on)
 
     def keypoint_label(self) -> Any:
