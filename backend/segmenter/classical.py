@@ -641,6 +641,13 @@ def _points_mask(pts: np.ndarray, h: int, w: int) -> np.ndarray:
     return out
 
 
+def color_index(rgb: np.ndarray, bits: int) -> np.ndarray:
+    """Joint RGB histogram bin of every pixel, ``bits`` per channel (int32 H×W, values below
+    ``2 ** (3 · bits)``): the quantisation of both engines' colour histograms."""
+    q = (rgb >> (8 - bits)).astype(np.int32)
+    return (q[..., 0] << (2 * bits)) | (q[..., 1] << bits) | q[..., 2]
+
+
 def _ring_contrast(small: np.ndarray, mask: np.ndarray, bits: int = 3) -> float:
     """1 − Bhattacharyya coefficient between colours inside ``mask`` and in a ring around it.
 
@@ -654,8 +661,7 @@ def _ring_contrast(small: np.ndarray, mask: np.ndarray, bits: int = 3) -> float:
     ring = cv2.dilate(mask.astype(np.uint8), np.ones((k, k), np.uint8)).astype(bool) & ~mask
     if not ring.any():
         return 0.0
-    q = (small >> (8 - bits)).astype(np.int32)
-    idx = (q[..., 0] << (2 * bits)) | (q[..., 1] << bits) | q[..., 2]
+    idx = color_index(small, bits)
     n = 1 << (3 * bits)
     h_in = np.bincount(idx[mask], minlength=n).astype(np.float64)
     h_out = np.bincount(idx[ring], minlength=n).astype(np.float64)

@@ -35,7 +35,13 @@ import cv2
 import numpy as np
 
 from backend.frames import FrameSource
-from backend.segmenter.classical import fisher_projection, guided_filter, guided_upsample, project
+from backend.segmenter.classical import (
+    color_index,
+    fisher_projection,
+    guided_filter,
+    guided_upsample,
+    project,
+)
 from backend.tracker.base import TrackedFrame
 
 log = logging.getLogger(__name__)
@@ -112,12 +118,6 @@ def resize_to(img: np.ndarray, size_wh: tuple[int, int], area: bool = True) -> n
     if (img.shape[1], img.shape[0]) == size_wh:
         return img
     return cv2.resize(img, size_wh, interpolation=cv2.INTER_AREA if area else cv2.INTER_LINEAR)
-
-
-def color_index(rgb: np.ndarray, bits: int) -> np.ndarray:
-    """Quantised joint RGB bin of every pixel (int32 H×W)."""
-    q = (rgb >> (8 - bits)).astype(np.int32)
-    return (q[..., 0] << (2 * bits)) | (q[..., 1] << bits) | q[..., 2]
 
 
 def histogram(idx: np.ndarray, weights: np.ndarray, bins: int) -> np.ndarray:

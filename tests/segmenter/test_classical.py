@@ -17,6 +17,7 @@ from backend.segmenter.classical import (
     ClassicalSegmenter,
     ClassicalSegmenterConfig,
     click_centrality,
+    color_index,
     correction_fit,
     geodesic_distance,
     gmm_model,
@@ -167,6 +168,18 @@ def test_helpers():
     assert kept[6, 6] and not kept[1, 1]
     flat = np.full((8, 8), 0.5, np.float32)
     np.testing.assert_allclose(guided_filter(flat, flat, 2, 1e-3), 0.5, atol=1e-5)
+
+
+def test_color_index_gives_each_quantised_colour_its_own_bin():
+    levels = np.arange(0, 256, 32, dtype=np.uint8)  # one value per 3-bit level
+    r, g, b = np.meshgrid(levels, levels, levels, indexing="ij")
+    rgb = np.stack([r, g, b], axis=-1).reshape(64, 8, 3)
+    idx = color_index(rgb, 3)
+    assert idx.dtype == np.int32 and idx.shape == (64, 8)
+    assert sorted(idx.ravel().tolist()) == list(range(512))
+    # values inside one level share its bin; red is the most significant channel
+    assert color_index(rgb + 31, 3).tolist() == idx.tolist()
+    assert color_index(np.array([[[32, 0, 0], [0, 0, 32]]], np.uint8), 3).tolist() == [[64, 1]]
 
 
 def test_geodesic_distance_from_a_region_equals_the_search_from_all_its_pixels():
