@@ -14,9 +14,7 @@ Each step works on a reduced copy of the frame (long side ``work_size``):
    consistent forwards and backwards); the log-likelihood ratio of joint
    RGB histograms of the object and its surroundings, anchored on the first keyframe and slowly
    blended with recent frames, and the log-likelihood ratio of moving like the object rather
-   than like its surroundings (:func:`motion_llr`) re-decide that band. The last keyframe's
-   mask, carried along by the whole-object motions, holds back what grows beyond it
-   (:func:`keyframe_guard`) as long as the object keeps that shape.
+   than like its surroundings (:func:`motion_llr`) re-decide that band.
 4. **Regularisation.** An edge-aware guided filter smooths the result (never erasing a small
    object); a per-frame area jump beyond ``max_growth`` is damped.
 5. **Loss and re-detection.** An object whose area collapses is marked lost; its model is kept
@@ -49,7 +47,6 @@ from backend.tracker.base import TrackedFrame
 log = logging.getLogger(__name__)
 
 _EPS = 1e-4
-_IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 
 
 @dataclass(frozen=True)
@@ -92,12 +89,6 @@ class ClassicalTrackerConfig:
     """Blend rate of the recent-frame histograms into the anchored ones."""
     anchor_share: float = 0.8
     """Share of the keyframe (anchor) histogram in the model that is used."""
-    guard_cap: float = 2.0
-    """Most the keyframe guard (:func:`keyframe_guard`) takes from a pixel's fused logit; 0 =
-    off. Small, so a strong case of colour and motion still wins: a part the keyframe's mask
-    missed (a swan's neck) can join, a weakly supported leak (a car's shadow) cannot. Chosen
-    on issue 17's tune half, one-click J&F 67.7 / 67.8 / 66.1 / 65.1 at 1 / 2 / 3 / 4
-    (docs/benchmarks.md, ninth round)."""
     max_growth: float = 1.3
     """Largest area ratio between consecutive frames before the prediction is damped."""
     lost_ratio: float = 0.05
@@ -293,34 +284,6 @@ def _match(
     return None if best is None else best[1]
 
 
-def compose(motion: Motion, placement: np.ndarray) -> np.ndarray:
-    """The 2×3 affine map ``placement`` followed by an :func:`object_motion` similarity."""
-    sc, ox, oy, nx, ny = motion
-    offset = sc * placement[:, 2] + (nx - sc * ox, ny - sc * oy)
-    return np.column_stack([sc * placement[:, :2], offset])
-
-
-def keyframe_guard(placed: np.ndarray, free: np.ndarray, sigma: float, cap: float) -> np.ndarray:
-    """Logit penalty on pixels outside the keyframe's shape, carried to the new frame.
-
-    ``placed``: the object's mask on its last keyframe, moved by the whole-object motions
-    since (:func:`compose`); ``free``: what the tracker decides without the guard. Outside
-    ``placed`` the penalty grows with the distance like the shape prior (``sigma``) up to
-    ``cap``, all of it weighted by the squared IoU of the two masks: where the object keeps
-    the keyframe's shape (a car) the guard holds leaks back frame after frame; where it
-    deforms, turns or zooms away from it (a dancer, a drifting car) the two part and the guard
-    fades by itself. It only ever takes away: what the keyframe missed is left to the
-    evidence. The square was chosen on issue 17's tune half: one-click J&F 67.5 / 67.8 / 67.7
-    with the IoU to the power 1 / 2 / 4.
-    """
-    union = np.count_nonzero(placed | free)
-    if cap <= 0 or union == 0:
-        return np.zeros(placed.shape, np.float32)
-    agreement = np.count_nonzero(placed & free) / union
-    outside = np.clip(signed_distance(placed) / sigma, -cap, 0.0)
-    return (agreement**2 * outside).astype(np.float32)
-
-
 def motion_field(motion: Motion, grid: np.ndarray) -> np.ndarray:
     """Displacement field x' − x of an :func:`object_motion` similarity at every pixel."""
     sc, ox, oy, nx, ny = motion
@@ -418,8 +381,6 @@ class _ObjectState:
     area: float
     lost: bool = False
     lost_frames: int = 0
-    template: np.ndarray | None = None  # the mask on the last keyframe (working size)
-    placement: np.ndarray = field(default_factory=lambda: _IDENTITY.copy())  # keyframe → now
 
     def likelihood(self, idx: np.ndarray, anchor_share: float, clip: float) -> np.ndarray:
         fg = anchor_share * self.fg_anchor + (1 - anchor_share) * self.fg_recent
@@ -576,27 +537,25 @@ class ClassicalTrackerSession:
         conf = 1.0 / (1.0 + (err / self.config.fb_tol) ** 2)
         return fwd, conf.astype(np.float32), back
 
-    def _object_flow(
-        self, mask: np.ndarray, ctx: _FrameContext, ring_px: int
-    ) -> tuple[np.ndarray, Motion | None]:
+    def _object_flow(self, mask: np.ndarray, ctx: _FrameContext, ring_px: int) -> np.ndarray:
         """Optical flow, replaced by the whole-object shift of ``mask`` (the object on the
         previous frame) where that explains the pixels better (lower local photometric
-        error) — rescues textureless or fast objects. Also returns that shift."""
+        error) — rescues textureless or fast objects."""
         max_shift = max(4, int(self.config.max_shift * max(mask.shape)))
         motion = object_motion(
             ctx.prev_gray, ctx.gray, mask, max_shift, self.config.scales, self.config.coarse
         )
         if motion is None:
-            return ctx.flow, None
+            return ctx.flow
         rigid = motion_field(motion, ctx.grid)
         rigid_err = photometric_error(ctx.prev_gray, ctx.gray, rigid, ctx.grid)
         near = cv2.dilate(mask.astype(np.uint8), np.ones((2 * ring_px + 1,) * 2, np.uint8))
         use_rigid = (rigid_err <= ctx.flow_err) & (near > 0)
         if not use_rigid.any():
-            return ctx.flow, motion
+            return ctx.flow
         flow = ctx.flow.copy()
         flow[use_rigid] = rigid[use_rigid]
-        return flow, motion
+        return flow
 
     def _step_object(self, st: _ObjectState, ctx: _FrameContext, bins: int, ring_px: int) -> None:
         cfg = self.config
@@ -606,9 +565,7 @@ class ClassicalTrackerSession:
             self._redetect(st, col, idx, bins, ring_px)
             return
         previous = st.prob > 0.5
-        flow, motion = (
-            self._object_flow(previous, ctx, ring_px) if cfg.max_shift > 0 else (ctx.flow, None)
-        )
+        flow = self._object_flow(previous, ctx, ring_px) if cfg.max_shift > 0 else ctx.flow
         # Unreliable flow: pull the carried value towards "unsure" so colour decides.
         carried = 0.5 + (st.prob - 0.5) * warp_trust(ctx.conf)
         warped, _ = splat(carried, flow, grid, fill=0.3)
@@ -623,12 +580,6 @@ class ClassicalTrackerSession:
             fused = fused + cfg.motion_weight * motion_llr(
                 previous, ctx.flow, -ctx.back, ring_px, cfg.color_clip
             )
-        if st.template is not None and cfg.guard_cap > 0:
-            if motion is not None:
-                st.placement = compose(motion, st.placement)
-            h, w = previous.shape
-            placed = cv2.warpAffine(st.template.astype(np.float32), st.placement, (w, h)) > 0.5
-            fused = fused + keyframe_guard(placed, fused > 0, sigma, cfg.guard_cap)
         prob = sigmoid(fused).astype(np.float32)
         if cfg.smooth_radius > 0:
             prob = self._smooth(prob, ctx)
@@ -727,10 +678,9 @@ class ClassicalTrackerSession:
                 states[oid] = _ObjectState(prob, fg, bg, fg, bg, max(area, 1.0), area, lost=False)
                 if area == 0:
                     states[oid].lost = True
-            else:
-                st.prob, st.area, st.ref_area, st.lost = prob, area, area, False
-                st.fg_recent, st.bg_recent = fg, bg
-            states[oid].template, states[oid].placement = mask, _IDENTITY.copy()
+                continue
+            st.prob, st.area, st.ref_area, st.lost = prob, area, area, False
+            st.fg_recent, st.bg_recent = fg, bg
 
     def _learn_earlier(
         self,

@@ -13,9 +13,7 @@ from backend.tracker.base import Tracker, TrackerSession
 from backend.tracker.classical import (
     ClassicalTracker,
     ClassicalTrackerConfig,
-    compose,
     exclusive_probs,
-    keyframe_guard,
     motion_llr,
     object_motion,
     shape_softness,
@@ -416,50 +414,6 @@ def test_weighing_the_ring_keeps_the_swans_reflection_out():
     flat = np.mean(_ious_from_ground_truth(frames, gts, ClassicalTrackerConfig(ring_weight=0.0)))
     # measured: 0.797 with the default, 0.733 with the ring counted like the rest of the frame
     assert weighted > flat + 0.03, (weighted, flat)
-
-
-def test_compose_applies_the_placement_then_the_motion():
-    identity = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-    first = (1.0, 10.0, 20.0, 13.0, 18.0)  # a shift by (+3, -2)
-    second = (1.1, 40.0, 30.0, 40.0, 31.0)  # zoom by 1.1 about (40, 30), then 1 px down
-    once = compose(first, identity)
-    assert np.allclose(once @ [10.0, 20.0, 1.0], [13.0, 18.0])
-    both = compose(second, once)
-    p = np.array([25.0, 12.0])
-    moved = p + (3.0, -2.0)
-    expected = 1.1 * (moved - (40.0, 30.0)) + (40.0, 31.0)
-    assert np.allclose(both @ [*p, 1.0], expected)
-
-
-def test_keyframe_guard_only_takes_away_and_never_beyond_its_cap():
-    placed = _disk(80, 60, 20)
-    guard = keyframe_guard(placed, placed, sigma=3.0, cap=1.0)
-    assert guard.dtype == np.float32
-    assert np.all(guard[placed] == 0.0)
-    assert guard.min() == pytest.approx(-1.0)
-    assert np.all(guard <= 0.0)
-    # it grows with the distance outside the keyframe's shape
-    assert guard[60, 80 + 22] > guard[60, 80 + 30] > guard[60, 80 + 60] - 1e-6
-    # off with no cap, and silent where the tracker and the keyframe do not overlap
-    assert not keyframe_guard(placed, placed, 3.0, 0.0).any()
-    assert not keyframe_guard(placed, _disk(20, 20, 8), 3.0, 1.0).any()
-
-
-def test_keyframe_guard_fades_as_the_object_parts_from_the_keyframes_shape():
-    placed = _disk(80, 60, 20)
-    near = keyframe_guard(placed, _disk(83, 60, 20), 3.0, 8.0)
-    far = keyframe_guard(placed, _disk(95, 60, 20), 3.0, 8.0)
-    assert near[60, 108] < far[60, 108] < 0.0
-
-
-def test_the_keyframe_guard_keeps_a_cars_shadow_out():
-    """car-shadow from the ground truth: the shadow under the car moves with it and has the
-    colour of its tyres; the car keeps its keyframe's shape, so the guard holds the shadow
-    back where the colour and motion evidence for it is weak."""
-    frames, gts = _davis_clip("car-shadow", 16)
-    guarded = np.mean(_ious_from_ground_truth(frames, gts))
-    free = np.mean(_ious_from_ground_truth(frames, gts, ClassicalTrackerConfig(guard_cap=0.0)))
-    assert guarded > free + 0.03, (guarded, free)
 
 
 def test_backward_pass_from_a_sloppy_correction_learns_the_earlier_keyframes_colours():
