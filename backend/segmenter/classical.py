@@ -648,6 +648,15 @@ def color_index(rgb: np.ndarray, bits: int) -> np.ndarray:
     return (q[..., 0] << (2 * bits)) | (q[..., 1] << bits) | q[..., 2]
 
 
+def surroundings(mask: np.ndarray, ring_px: int) -> np.ndarray:
+    """The ring around a bool ``mask``: pixels within ``ring_px`` of it (a square window,
+    at least 3 px wide), outside it. The segmenter scores a candidate's colour contrast with
+    this ring; the tracker's colour and motion models compare the object with it, what it
+    can leak into."""
+    k = max(3, 2 * ring_px + 1)
+    return cv2.dilate(mask.astype(np.uint8), np.ones((k, k), np.uint8)).astype(bool) & ~mask
+
+
 def _ring_contrast(small: np.ndarray, mask: np.ndarray, bits: int = 3) -> float:
     """1 − Bhattacharyya coefficient between colours inside ``mask`` and in a ring around it.
 
@@ -657,8 +666,7 @@ def _ring_contrast(small: np.ndarray, mask: np.ndarray, bits: int = 3) -> float:
     area = int(mask.sum())
     if area == 0 or mask.all():
         return 0.0
-    k = max(3, int(0.25 * np.sqrt(area)) | 1)
-    ring = cv2.dilate(mask.astype(np.uint8), np.ones((k, k), np.uint8)).astype(bool) & ~mask
+    ring = surroundings(mask, int(0.25 * np.sqrt(area)) // 2)
     if not ring.any():
         return 0.0
     idx = color_index(small, bits)

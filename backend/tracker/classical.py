@@ -41,6 +41,7 @@ from backend.segmenter.classical import (
     guided_filter,
     guided_upsample,
     project,
+    surroundings,
 )
 from backend.tracker.base import TrackedFrame
 
@@ -309,14 +310,6 @@ def _robust_motion(v: np.ndarray, max_samples: int = 4000) -> tuple[np.ndarray, 
     med = np.median(v, axis=0)
     mad = float(np.median(np.abs(v - med).sum(axis=1)))
     return med.astype(np.float32), 0.5 + 1.5 * mad
-
-
-def surroundings(mask: np.ndarray, ring_px: int) -> np.ndarray:
-    """The ring around a bool ``mask``: pixels within ``ring_px`` of it (a square window,
-    at least 3 px wide), outside it. Both the colour and the motion model of an object
-    compare it with this ring, what it can leak into."""
-    k = max(3, 2 * ring_px + 1)
-    return cv2.dilate(mask.astype(np.uint8), np.ones((k, k), np.uint8)).astype(bool) & ~mask
 
 
 def motion_llr(
