@@ -43,7 +43,9 @@ class Drift:
     shift_px: float
 
 
-def still_drift(image: np.ndarray, mask: np.ndarray, frames: int, config) -> Drift:
+def still_drift(
+    image: np.ndarray, mask: np.ndarray, frames: int, config: ClassicalTrackerConfig
+) -> Drift:
     """Track ``mask`` through ``frames`` copies of ``image`` and compare the last mask with it."""
     session = ClassicalTracker(config).start([image] * frames)
     session.add_mask(0, 1, mask)
@@ -90,7 +92,7 @@ def main() -> int:
             drift = still_drift(read_image(seq.images[0]), mask, args.frames, config)
             rows.append(drift)
             print(f"{name:16s} {drift.iou:6.3f} {drift.area_ratio:6.3f} {drift.shift_px:9.1f}")
-        iou, area, shift = (np.mean([getattr(r, f) for r in rows]) for f in Drift.__annotations__)
+        iou, area, shift = np.mean([dataclasses.astuple(r) for r in rows], axis=0)
         print(f"{'mean ' + half:16s} {iou:6.3f} {area:6.3f} {shift:9.1f}")
     return 0
 
