@@ -67,6 +67,22 @@ class CompactMask:
         return len(self.runs) > 4
 
 
+def wrong_points(
+    mask: np.ndarray, points: np.ndarray, labels: np.ndarray
+) -> list[tuple[int, int, bool]]:
+    """The points (x, y, positive) that ``mask`` gets wrong: a positive one (label 1) outside
+    it, a negative one inside. ``points`` is N×2 (x, y) in the mask's pixels, clamped to it.
+    A correction is exactly such a click on the mask the annotator was shown."""
+    h, w = mask.shape[:2]
+    out = []
+    for (x, y), label in zip(np.asarray(points).reshape(-1, 2), np.asarray(labels).reshape(-1),
+                             strict=True):  # fmt: skip
+        c, r = min(max(int(x), 0), w - 1), min(max(int(y), 0), h - 1)
+        if bool(mask[r, c]) != (label == 1):
+            out.append((c, r, bool(label == 1)))
+    return out
+
+
 def davis_palette() -> np.ndarray:
     """The 256-colour DAVIS / PASCAL VOC palette as a 256×3 uint8 array (0 = black)."""
     pal = np.zeros((256, 3), np.uint8)

@@ -31,6 +31,7 @@ import numpy as np
 
 from backend.engine import Engine
 from backend.frames import FrameSource, MediaError
+from backend.masks import wrong_points
 from backend.refine import RefineConfig, mask_quality, refine_mask
 from backend.tracker.base import TrackedFrame
 from backend.types import Click, FramePrediction, ObjectPrompt
@@ -97,7 +98,7 @@ def _pixel(click: Click, shape: tuple[int, ...]) -> tuple[int, int]:
 
 def clicks_violated(mask: np.ndarray, clicks: list[Click]) -> bool:
     """True when a positive click lies outside ``mask`` or a negative one inside it."""
-    return any(bool(mask[_pixel(c, mask.shape)]) != c.positive for c in clicks)
+    return bool(wrong_points(mask, *_clicks_to_arrays(clicks)))
 
 
 def _nearer_than(mask: np.ndarray, point: tuple[int, int]) -> np.ndarray:

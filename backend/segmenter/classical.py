@@ -36,7 +36,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.graph import MCP_Geometric
 
-from backend.masks import jaccard
+from backend.masks import jaccard, wrong_points
 from backend.segmenter.base import SegmentOutput
 
 log = logging.getLogger(__name__)
@@ -424,7 +424,7 @@ class ClassicalSegmenter:
             d_neg = np.minimum(d_neg, geodesic_distance(prep.cost, outside & ~pos_seed) * far)
 
         shown = None if mask_prior is None else np.asarray(mask_prior) > 0.5
-        disagree = [] if shown is None else _disagreeing(pts, labels, shown)
+        disagree = [] if shown is None else wrong_points(shown, pts, labels)
         ratios = cfg.ratios if multimask_output else (1.0,)
         choose = bool(disagree)
         if choose:  # a correction: every ratio and 1 compete; the best fit is the one answer
@@ -696,18 +696,6 @@ def click_centrality(mask: np.ndarray, seeds: np.ndarray) -> float:
     dist = _depth(mask)
     top = float(dist.max())
     return float(dist[inside].max()) / top if top > 0 else 0.0
-
-
-def _disagreeing(
-    pts: np.ndarray, labels: np.ndarray, shown: np.ndarray
-) -> list[tuple[int, int, bool]]:
-    """Clicks (x, y, positive) that the shown mask gets wrong: the corrections."""
-    out = []
-    for (x, y), lab in zip(pts, labels, strict=True):
-        c, r = int(x), int(y)
-        if bool(shown[r, c]) != (lab == 1):
-            out.append((c, r, lab == 1))
-    return out
 
 
 def correction_fit(
