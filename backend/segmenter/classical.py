@@ -99,17 +99,21 @@ def fisher_projection(
 ) -> tuple[np.ndarray, float, float] | None:
     """RGB direction that best separates ``mask`` from the rest (Fisher discriminant), with the
     1st/99th percentiles of the projection for normalising; ``None`` if undefined."""
-    flat = rgb.reshape(-1, 3).astype(np.float32) / 255.0
+    pixels = rgb.reshape(-1, 3)
     m = mask.reshape(-1)
-    n_fg = int(m.sum())
+    n_fg = int(np.count_nonzero(m))
     if n_fg < 2 or n_fg > m.size - 2:
         return None
-    fg, bg = flat[m], flat[~m]
-    fg = fg[:: max(1, len(fg) // max_samples)]
-    bg = bg[:: max(1, len(bg) // max_samples)]
+
+    def sample(rows: np.ndarray | slice) -> np.ndarray:  # only the sampled pixels, as floats
+        return pixels[rows].astype(np.float32) / 255.0
+
+    fg_rows, bg_rows = np.flatnonzero(m), np.flatnonzero(~m)
+    fg = sample(fg_rows[:: max(1, len(fg_rows) // max_samples)])
+    bg = sample(bg_rows[:: max(1, len(bg_rows) // max_samples)])
     cov = np.cov(fg.T) + np.cov(bg.T) + 1e-3 * np.eye(3)
     wdir = np.linalg.solve(cov, fg.mean(0) - bg.mean(0)).astype(np.float32)
-    g = flat[:: max(1, len(flat) // max_samples)] @ wdir
+    g = sample(slice(None, None, max(1, len(pixels) // max_samples))) @ wdir
     lo, hi = float(np.percentile(g, 1)), float(np.percentile(g, 99))
     return wdir, lo, max(hi - lo, 1e-6)
 

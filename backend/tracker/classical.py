@@ -483,7 +483,7 @@ class ClassicalTrackerSession:
         self._learn_earlier(prompts, start, states, wsize, bins, ring_px)
         self._apply_keyframe(prompts.get(start, {}), states, idx, wsize, bins, ring_px)
         prev_gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
-        yield self._emit(start, obj_ids, states, frame, (h, w), keyframe=prompts.get(start))
+        yield self._emit(start, obj_ids, states, frame, small, keyframe=prompts.get(start))
 
         t = start
         while t != stop:
@@ -507,7 +507,7 @@ class ClassicalTrackerSession:
             if keyframe:
                 self._apply_keyframe(keyframe, states, idx, wsize, bins, ring_px)
             prev_gray = gray
-            yield self._emit(t, obj_ids, states, frame, (h, w), keyframe=keyframe)
+            yield self._emit(t, obj_ids, states, frame, small, keyframe=keyframe)
 
     def _read(self, t: int) -> np.ndarray:
         frame = np.asarray(self.frames[t])
@@ -709,15 +709,15 @@ class ClassicalTrackerSession:
         obj_ids: list[int],
         states: dict[int, _ObjectState],
         frame: np.ndarray,
-        hw: tuple[int, int],
+        small: np.ndarray,
         keyframe: dict[int, np.ndarray] | None,
     ) -> TrackedFrame:
         """Native-size probabilities: keyframe masks as given, predictions upsampled with an
-        edge-aware (fast guided filter) step whose guide separates the object's colours."""
-        h, w = hw
+        edge-aware (fast guided filter) step whose guide separates the object's colours.
+        ``small`` is ``frame`` at the working size, as the step used it."""
+        h, w = frame.shape[:2]
         keyframe = keyframe or {}
         per_obj = []
-        small = None
         for oid in obj_ids:
             if oid in keyframe:
                 per_obj.append(keyframe[oid].astype(np.float32))
@@ -727,8 +727,6 @@ class ClassicalTrackerSession:
                 per_obj.append(np.zeros((h, w), np.float32))
                 continue
             r = self.config.native_refine_radius
-            if small is None:
-                small = resize_to(frame, (st.prob.shape[1], st.prob.shape[0]))
             proj = fisher_projection(small, st.prob > 0.5) if r > 0 else None
             if proj is None:
                 per_obj.append(cv2.resize(st.prob, (w, h), interpolation=cv2.INTER_LINEAR))

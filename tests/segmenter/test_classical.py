@@ -19,6 +19,7 @@ from backend.segmenter.classical import (
     click_centrality,
     color_index,
     correction_fit,
+    fisher_projection,
     geodesic_distance,
     gmm_model,
     grabcut_deterministic,
@@ -180,6 +181,26 @@ def test_color_index_gives_each_quantised_colour_its_own_bin():
     # values inside one level share its bin; red is the most significant channel
     assert color_index(rgb + 31, 3).tolist() == idx.tolist()
     assert color_index(np.array([[[32, 0, 0], [0, 0, 32]]], np.uint8), 3).tolist() == [[64, 1]]
+
+
+def test_fisher_projection_separates_the_mask_and_samples_every_nth_pixel():
+    """The direction, from every n-th pixel of each side (n = count // max_samples), is the
+    discriminant computed on exactly those pixels; and it points from background to object."""
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 120, (90, 140, 3)).astype(np.uint8)
+    mask = _disk(70, 45, 25)[:90, :140]
+    rgb[mask, 0] += 100  # the object is redder
+    wdir, lo, span = fisher_projection(rgb, mask, max_samples=1000)
+    flat = rgb.reshape(-1, 3).astype(np.float32) / 255.0
+    fg, bg = flat[mask.ravel()], flat[~mask.ravel()]
+    fg, bg = fg[:: len(fg) // 1000], bg[:: len(bg) // 1000]
+    cov = np.cov(fg.T) + np.cov(bg.T) + 1e-3 * np.eye(3)
+    expected = np.linalg.solve(cov, fg.mean(0) - bg.mean(0))
+    np.testing.assert_allclose(wdir, expected, rtol=1e-5)
+    assert wdir[0] > 0 and abs(wdir[0]) > 5 * max(abs(wdir[1]), abs(wdir[2]))
+    g = flat[:: flat.shape[0] // 1000] @ wdir
+    assert (lo, lo + span) == pytest.approx(tuple(np.percentile(g, (1, 99))), rel=1e-5)
+    assert fisher_projection(rgb, np.zeros(mask.shape, bool)) is None
 
 
 def test_geodesic_distance_from_a_region_equals_the_search_from_all_its_pixels():
