@@ -67,19 +67,25 @@ class CompactMask:
         return len(self.runs) > 4
 
 
+def pixel_of(x: float, y: float, shape: tuple[int, ...]) -> tuple[int, int]:
+    """(row, col) of the point (x, y), clamped to an image of ``shape`` (H, W, ...): a click
+    on the far edge (a box corner, a rounded coordinate) reads the last pixel."""
+    return min(max(int(y), 0), shape[0] - 1), min(max(int(x), 0), shape[1] - 1)
+
+
 def wrong_points(
     mask: np.ndarray, points: np.ndarray, labels: np.ndarray
 ) -> list[tuple[int, int, bool]]:
     """The points (x, y, positive) that ``mask`` gets wrong: a positive one (label 1) outside
-    it, a negative one inside. ``points`` is N×2 (x, y) in the mask's pixels, clamped to it.
-    A correction is exactly such a click on the mask the annotator was shown."""
-    h, w = mask.shape[:2]
+    it, a negative one inside. ``points`` is N×2 (x, y) in the mask's pixels, clamped to it
+    (:func:`pixel_of`). A correction is exactly such a click on the mask it was put on."""
+    xy = np.asarray(points).reshape(-1, 2)
+    positive = np.asarray(labels).reshape(-1) == 1
     out = []
-    for (x, y), label in zip(np.asarray(points).reshape(-1, 2), np.asarray(labels).reshape(-1),
-                             strict=True):  # fmt: skip
-        c, r = min(max(int(x), 0), w - 1), min(max(int(y), 0), h - 1)
-        if bool(mask[r, c]) != (label == 1):
-            out.append((c, r, bool(label == 1)))
+    for (x, y), pos in zip(xy, positive, strict=True):
+        r, c = pixel_of(x, y, mask.shape)
+        if bool(mask[r, c]) != pos:
+            out.append((c, r, bool(pos)))
     return out
 
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from backend.engine import Engine
 from backend.frames import FrameSource, MediaError
-from backend.masks import wrong_points
+from backend.masks import pixel_of, wrong_points
 from backend.refine import RefineConfig, mask_quality, refine_mask
 from backend.tracker.base import TrackedFrame
 from backend.types import Click, FramePrediction, ObjectPrompt
@@ -89,16 +89,11 @@ def _clicks_to_arrays(clicks: list[Click]) -> tuple[np.ndarray, np.ndarray]:
     return pts, lab
 
 
-def _pixel(click: Click, shape: tuple[int, ...]) -> tuple[int, int]:
-    return (
-        min(max(int(click.y), 0), shape[0] - 1),
-        min(max(int(click.x), 0), shape[1] - 1),
-    )
-
-
 def clicks_violated(mask: np.ndarray, clicks: list[Click]) -> bool:
-    """True when a positive click lies outside ``mask`` or a negative one inside it."""
-    return bool(wrong_points(mask, *_clicks_to_arrays(clicks)))
+    """True when a positive click lies outside ``mask`` or a negative one inside it (the
+    clicks' own coordinates, not :func:`_clicks_to_arrays`' float32 ones)."""
+    points = np.array([[c.x, c.y] for c in clicks], np.float64).reshape(-1, 2)
+    return bool(wrong_points(mask, points, np.array([c.positive for c in clicks], int)))
 
 
 def _nearer_than(mask: np.ndarray, point: tuple[int, int]) -> np.ndarray:
@@ -126,7 +121,7 @@ def respect_clicks(mask: np.ndarray, clicks: list[Click], fresh: np.ndarray) -> 
     out = mask.copy()
     radius = max(3, int(0.02 * np.hypot(*mask.shape)))
     for c in clicks:
-        y, x = _pixel(c, mask.shape)
+        y, x = pixel_of(c.x, c.y, mask.shape)
         if bool(out[y, x]) == c.positive:
             continue
         region = (fresh if c.positive else out & ~fresh).astype(np.uint8)

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from backend.masks import wrong_points
+from backend.masks import pixel_of, wrong_points
 
 
 def test_wrong_points_names_the_clicks_a_mask_contradicts():
@@ -21,3 +21,9 @@ def test_wrong_points_clamps_points_on_the_far_edge():
     # a click at the mask's width/height (a box edge, a rounded coordinate) reads the last pixel
     assert wrong_points(mask, np.array([[4.0, 4.0]]), np.array([1])) == []
     assert wrong_points(mask, np.array([[4.0, 4.0]]), np.array([0])) == [(3, 3, False)]
+
+
+def test_pixel_of_is_row_col_clamped_to_the_image():
+    assert pixel_of(5.9, 2.1, (10, 20)) == (2, 5)
+    assert pixel_of(20.0, 10.0, (10, 20, 3)) == (9, 19)
+    assert pixel_of(-0.5, -3.0, (10, 20)) == (0, 0)
