@@ -2,17 +2,21 @@
 
 Each shared DAVIS sequence's first frame is repeated ``--frames`` times and tracked from its
 ground-truth mask. A tracker that only followed motion would hand the mask back unchanged; ours
-re-decides a band around the boundary on every frame, so whatever it gets wrong there
-compounds. The table gives the mask's IoU with the (unchanged) ground truth on the last frame,
-its area against the ground truth's, and how far its centroid moved, in native pixels.
+re-decides a band around the boundary on every frame it steps, so whatever it gets wrong there
+compounds. Exact repeats are not stepped (a duplicated frame brings no new evidence), so they
+keep the mask; ``--noise`` adds Gaussian noise of that many grey levels to every copy after
+the first, as a still camera's frames have, and shows the drift of the re-decision. The table
+gives the mask's IoU with the (unchanged) ground truth on the last frame, its area against the
+ground truth's, and how far its centroid moved, in native pixels.
 
 Usage::
 
     python bench/still_video.py                       # both halves of issue 17's split
-    python bench/still_video.py --split tune --set color_weight=0   # which term drifts
+    python bench/still_video.py --noise 2                            # a still camera
+    python bench/still_video.py --noise 2 --split tune --set color_weight=0   # which term drifts
 
 ``--set`` overrides a ``ClassicalTrackerConfig`` field (repeatable) to see which term of the
-fused logit moves the mask. Numbers: docs/benchmarks.md (issue 17, ninth round).
+fused logit moves the mask. Numbers: docs/benchmarks.md (issue 17, ninth and eleventh rounds).
 """
 
 from __future__ import annotations
@@ -44,10 +48,22 @@ class Drift:
 
 
 def still_drift(
-    image: np.ndarray, mask: np.ndarray, frames: int, config: ClassicalTrackerConfig
+    image: np.ndarray,
+    mask: np.ndarray,
+    frames: int,
+    config: ClassicalTrackerConfig,
+    noise: float = 0.0,
 ) -> Drift:
-    """Track ``mask`` through ``frames`` copies of ``image`` and compare the last mask with it."""
-    session = ClassicalTracker(config).start([image] * frames)
+    """Track ``mask`` through ``frames`` copies of ``image`` (every copy after the first with
+    Gaussian noise of ``noise`` grey levels, seeded) and compare the last mask with it."""
+    rng = np.random.default_rng(0)
+    copies = [image] + [
+        np.clip(image + rng.normal(0.0, noise, image.shape), 0, 255).astype(np.uint8)
+        if noise > 0
+        else image
+        for _ in range(frames - 1)
+    ]
+    session = ClassicalTracker(config).start(copies)
     session.add_mask(0, 1, mask)
     last = None
     for tracked in session.propagate(0):
@@ -76,20 +92,25 @@ def main() -> int:
     ap.add_argument("--davis", type=Path, default=DAVIS, help="DAVIS-2016 root")
     ap.add_argument("--split", choices=(*SPLITS, "both"), default="both")
     ap.add_argument("--frames", type=int, default=15, help="copies of the first frame")
+    ap.add_argument("--noise", type=float, default=0.0, help="grey levels of noise per copy")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
     args = ap.parse_args()
     if args.frames < 2:
         ap.error("--frames must be at least 2")
     config = ClassicalTrackerConfig(**parse_overrides(args.set))
     halves = list(SPLITS) if args.split == "both" else [args.split]
-    print(f"still video: frame 0 x {args.frames}, tracked from the ground truth; {args.set or ''}")
+    print(
+        f"still video: frame 0 x {args.frames}, noise {args.noise:g}, tracked from the ground "
+        f"truth; {args.set or ''}"
+    )
     print(f"{'sequence':16s} {'IoU':>6s} {'area':>6s} {'shift px':>9s}")
     for half in halves:
         rows = []
         for name in split_sequences(half):
             seq = load_sequence(args.davis, name, max_frames=1)
             mask = read_ground_truth(seq)[0] > 0
-            drift = still_drift(read_image(seq.images[0]), mask, args.frames, config)
+            image = read_image(seq.images[0])
+            drift = still_drift(image, mask, args.frames, config, args.noise)
             rows.append(drift)
             print(f"{name:16s} {drift.iou:6.3f} {drift.area_ratio:6.3f} {drift.shift_px:9.1f}")
         iou, area, shift = np.mean([dataclasses.astuple(r) for r in rows], axis=0)

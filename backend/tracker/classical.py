@@ -21,6 +21,9 @@ Each step works on a reduced copy of the frame (long side ``work_size``):
    and the whole frame is searched with it for a component of plausible size, so it comes back
    after an occlusion or after leaving and re-entering the frame.
 
+A frame identical to the previous one at the working size (a duplicated frame) is not stepped:
+the objects keep their probabilities, since re-deciding with no new evidence only drifts.
+
 Probabilities of the K objects are made exclusive with a background channel (argmax → no
 overlap) and returned at native size (fast guided upsampling) as (K+1)×H×W float32.
 """
@@ -482,7 +485,7 @@ class ClassicalTrackerSession:
         states: dict[int, _ObjectState] = {}
         self._learn_earlier(prompts, start, states, wsize, bins, ring_px)
         self._apply_keyframe(prompts.get(start, {}), states, idx, wsize, bins, ring_px)
-        prev_gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+        prev_gray, prev_small = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY), small
         yield self._emit(start, obj_ids, states, frame, small, keyframe=prompts.get(start))
 
         t = start
@@ -492,21 +495,24 @@ class ClassicalTrackerSession:
             if frame.shape[:2] != (h, w):
                 raise ValueError(f"frame {t} is {frame.shape[:2]}, expected {(h, w)}")
             small = resize_to(frame, wsize)
-            gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
             idx = color_index(small, cfg.color_bits)
-            flow, conf, back = self._flow(flow_engine, gray, prev_gray, grid)
-            ctx = _FrameContext(
-                small=small,
-                gray=gray, prev_gray=prev_gray, flow=flow, conf=conf, grid=grid, idx=idx,
-                flow_err=photometric_error(prev_gray, gray, flow, grid), back=back,
-            )  # fmt: skip
-            for st in states.values():
-                self._step_object(st, ctx, bins, ring_px)
-            self._make_exclusive(states)
+            # A repeated frame brings no new evidence: stepping would only re-decide the
+            # boundary band again, and each re-decision drifts (bench/still_video.py).
+            if not np.array_equal(small, prev_small):
+                gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+                flow, conf, back = self._flow(flow_engine, gray, prev_gray, grid)
+                ctx = _FrameContext(
+                    small=small,
+                    gray=gray, prev_gray=prev_gray, flow=flow, conf=conf, grid=grid, idx=idx,
+                    flow_err=photometric_error(prev_gray, gray, flow, grid), back=back,
+                )  # fmt: skip
+                for st in states.values():
+                    self._step_object(st, ctx, bins, ring_px)
+                self._make_exclusive(states)
+                prev_gray, prev_small = gray, small
             keyframe = prompts.get(t)
             if keyframe:
                 self._apply_keyframe(keyframe, states, idx, wsize, bins, ring_px)
-            prev_gray = gray
             yield self._emit(t, obj_ids, states, frame, small, keyframe=keyframe)
 
     def _read(self, t: int) -> np.ndarray:
