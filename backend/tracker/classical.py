@@ -361,6 +361,35 @@ def largest_component(mask: np.ndarray) -> tuple[np.ndarray, int]:
     return lab == k, int(stats[k, cv2.CC_STAT_AREA])
 
 
+def drop_strays(prob: np.ndarray, motion: np.ndarray | None) -> np.ndarray:
+    """``prob`` without the parts that are detached from the object's main body (its largest
+    connected part above 0.5) and move more like its surroundings than like it (mean of
+    ``motion``, the :func:`motion_llr` map of the same frame, below 0).
+
+    Such a part is a leak the object has left behind — road or ground that was taken in while
+    it touched the object, and that the shape prior keeps once it is in the mask — not a part
+    of the object, which moves with it. Without ``motion`` nothing is dropped.
+    """
+    if motion is None:
+        return prob
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(
+        (prob > 0.5).astype(np.uint8), connectivity=8
+    )
+    if n <= 2:
+        return prob
+    body = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    out = prob
+    for part in range(1, n):  # each detached part within its own box: they are few and small
+        x, y, w, h = stats[part, :4]
+        if part == body:
+            continue
+        inside = lab[y : y + h, x : x + w] == part
+        if motion[y : y + h, x : x + w][inside].mean(dtype=np.float64) < 0:
+            out = prob.copy() if out is prob else out
+            out[y : y + h, x : x + w][inside] = 0.0
+    return out
+
+
 # -- per-object model -----------------------------------------------------------------------
 
 
@@ -377,6 +406,8 @@ class _ObjectState:
     area: float
     lost: bool = False
     lost_frames: int = 0
+    motion: np.ndarray | None = None
+    """The last step's :func:`motion_llr` map, for :func:`drop_strays` on output."""
 
     def likelihood(self, idx: np.ndarray, anchor_share: float, clip: float) -> np.ndarray:
         fg = anchor_share * self.fg_anchor + (1 - anchor_share) * self.fg_recent
@@ -560,6 +591,7 @@ class ClassicalTrackerSession:
         cfg = self.config
         idx, grid = ctx.idx, ctx.grid
         col = st.likelihood(idx, cfg.anchor_share, cfg.color_clip)
+        st.motion = None
         if st.lost:
             self._redetect(st, col, idx, bins, ring_px)
             return
@@ -576,9 +608,8 @@ class ClassicalTrackerSession:
         shape = np.clip(signed_distance(warped > 0.5) / sigma, -8.0, 8.0)
         fused = cfg.flow_weight * shape + cfg.color_weight * col
         if cfg.motion_weight > 0 and ctx.back is not None:
-            fused = fused + cfg.motion_weight * motion_llr(
-                previous, ctx.flow, -ctx.back, ring_px, cfg.color_clip
-            )
+            st.motion = motion_llr(previous, ctx.flow, -ctx.back, ring_px, cfg.color_clip)
+            fused = fused + cfg.motion_weight * st.motion
         prob = sigmoid(fused).astype(np.float32)
         if cfg.smooth_radius > 0:
             prob = self._smooth(prob, ctx)
@@ -679,7 +710,7 @@ class ClassicalTrackerSession:
                     states[oid].lost = True
                 continue
             st.prob, st.area, st.ref_area, st.lost = prob, area, area, False
-            st.fg_recent, st.bg_recent = fg, bg
+            st.fg_recent, st.bg_recent, st.motion = fg, bg, None
 
     def _learn_earlier(
         self,
@@ -732,13 +763,14 @@ class ClassicalTrackerSession:
             if st is None or not (st.prob > 0.5).any():
                 per_obj.append(np.zeros((h, w), np.float32))
                 continue
+            prob = drop_strays(st.prob, st.motion)
             r = self.config.native_refine_radius
-            proj = fisher_projection(small, st.prob > 0.5) if r > 0 else None
+            proj = fisher_projection(small, prob > 0.5) if r > 0 else None
             if proj is None:
-                per_obj.append(cv2.resize(st.prob, (w, h), interpolation=cv2.INTER_LINEAR))
+                per_obj.append(cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR))
                 continue
             p = guided_upsample(
-                project(small, proj), st.prob, project(frame, proj), r, self.config.smooth_eps
+                project(small, proj), prob, project(frame, proj), r, self.config.smooth_eps
             )
             per_obj.append(np.clip(p, 0.0, 1.0))
         if not per_obj:

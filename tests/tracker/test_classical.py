@@ -13,6 +13,7 @@ from backend.tracker.base import Tracker, TrackerSession
 from backend.tracker.classical import (
     ClassicalTracker,
     ClassicalTrackerConfig,
+    drop_strays,
     exclusive_probs,
     motion_llr,
     object_motion,
@@ -344,6 +345,47 @@ def test_motion_llr_tells_object_motion_from_background_motion():
     # same motion inside and around: no opinion
     still = motion_llr(prev, np.zeros_like(fwd), np.zeros_like(fwd), ring_px=8, clip=4.0)
     assert np.abs(still).max() < 1e-6
+
+
+def test_drop_strays_drops_detached_parts_that_move_like_the_surroundings():
+    prob = np.zeros((H, W), np.float32)
+    prob[20:80, 20:80] = 0.9  # the main body
+    prob[30:40, 110:120] = 0.8  # a detached part
+    prob[90:100, 110:120] = 0.3  # not in the mask at all
+    part = np.zeros((H, W), bool)
+    part[30:40, 110:120] = True
+    motion = np.where(part, -2.0, 3.0).astype(np.float32)  # the part moves like the ground
+    out = drop_strays(prob, motion)
+    assert out.dtype == np.float32
+    assert np.all(out[part] == 0.0)
+    assert np.array_equal(out[~part], prob[~part])  # the rest, below 0.5 too, as it was
+    # a detached part that moves with the object stays
+    assert np.array_equal(drop_strays(prob, np.full((H, W), 1.0, np.float32)), prob)
+    # the main body stays whatever its motion says, and without a motion map nothing changes
+    assert np.array_equal(drop_strays(prob, np.full((H, W), -1.0, np.float32))[20:80, 20:80],
+                          prob[20:80, 20:80])  # fmt: skip
+    assert drop_strays(prob, None) is prob
+
+
+def test_a_leak_the_object_leaves_behind_is_not_reported():
+    """A keyframe mask that took in a like-coloured patch of the still background next to
+    the object: the patch stays where it is while the object moves on. The tracker's shape
+    prior holds it and its colour is the object's, but it moves like the surroundings, so
+    once it has come apart from the object it is no longer in the output."""
+    bg = _background()
+    patch = np.zeros((H, W), bool)
+    patch[50:70, 18:34] = True  # left of the disk on frame 0, touching it
+    frames, masks = [], []
+    for i in range(12):
+        m = _disk(46 + 4 * i, 60, 14)
+        img = bg.copy()
+        img[patch | m] = (220, 40, 40)
+        frames.append(img)
+        masks.append(m)
+    out = _run(frames, {1: masks[0] | patch})
+    last = out[-1].masks()[1]
+    assert np.count_nonzero(last & patch) < 0.05 * patch.sum()  # before: 319 of 320 pixels
+    assert jaccard(last, masks[-1]) > 0.9  # before: 0.66
 
 
 def test_shape_prior_softens_where_the_flow_on_the_object_is_unreliable():
