@@ -103,8 +103,11 @@ class ClassicalTrackerConfig:
     contrast_guide: bool = False
     """Guide the smoothing with the object-vs-surroundings colour projection (else grey)."""
     smooth_eps: float = 2e-3
-    native_refine_radius: int = 2
-    """Radius (working pixels) of the guided upsampling to native size; 0 = plain bilinear."""
+    native_refine_radius: int = 0
+    """Radius (working pixels) of the guided upsampling to native size; 0 = plain bilinear.
+    Bilinear is the default: on issue 17's tune half the guided upsampling (radius 1 / 2 / 3)
+    gave one-click J&F 67.5 / 67.1 / 66.4 against 67.8, and validate agreed (60.1 / 59.6 /
+    59.1 against 60.6; docs/benchmarks.md, twelfth round)."""
     motion_weight: float = 0.5
     """Weight of the motion log-likelihood ratio (:func:`motion_llr`, needs ``fb_check``):
     pixels that move like the object vs like its surroundings. One-click J&F on the 14
@@ -749,9 +752,11 @@ class ClassicalTrackerSession:
         small: np.ndarray,
         keyframe: dict[int, np.ndarray] | None,
     ) -> TrackedFrame:
-        """Native-size probabilities: keyframe masks as given, predictions upsampled with an
-        edge-aware (fast guided filter) step whose guide separates the object's colours.
-        ``small`` is ``frame`` at the working size, as the step used it."""
+        """Native-size probabilities: keyframe masks as given, predictions without the parts
+        left behind (:func:`drop_strays`) and upsampled bilinearly, or with an edge-aware (fast
+        guided filter) step whose guide separates the object's colours when
+        ``native_refine_radius`` > 0. ``small`` is ``frame`` at the working size, as the step
+        used it."""
         h, w = frame.shape[:2]
         keyframe = keyframe or {}
         per_obj = []
