@@ -25,7 +25,8 @@ A frame identical to the previous one at the working size (a duplicated frame) i
 the objects keep their probabilities, since re-deciding with no new evidence only drifts.
 
 Probabilities of the K objects are made exclusive with a background channel (argmax → no
-overlap) and returned at native size (fast guided upsampling) as (K+1)×H×W float32.
+overlap), without the detached parts that move like the surroundings (:func:`drop_strays`),
+and returned at native size (bilinear upsampling by default) as (K+1)×H×W float32.
 """
 
 from __future__ import annotations

@@ -450,15 +450,21 @@ def test_background_model_weighs_the_ring_the_object_can_leak_into():
 # -- real video -----------------------------------------------------------------------------
 
 
-def _davis_clip(seq: str, n: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """The first ``n`` frames of a shared DAVIS sequence and their masks, at 427×240."""
+def _davis_clip(
+    seq: str, n: int, size: tuple[int, int] | None = (427, 240)
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The first ``n`` frames of a shared DAVIS sequence and their masks, at ``size`` (W, H;
+    ``None``: the native 854×480)."""
     src = FolderFrameSource(DAVIS / "JPEGImages" / "480p" / seq)
-    size = (427, 240)
-    frames = [cv2.resize(src[i], size, interpolation=cv2.INTER_AREA) for i in range(n)]
-    gts = []
+    frames, gts = [], []
     for i in range(n):
         g = cv2.imread(str(DAVIS / "Annotations" / "480p" / seq / f"{i:05d}.png"), 0)
-        gts.append(cv2.resize(g, size, interpolation=cv2.INTER_NEAREST) > 127)
+        if size is None:
+            frames.append(src[i])
+        else:
+            frames.append(cv2.resize(src[i], size, interpolation=cv2.INTER_AREA))
+            g = cv2.resize(g, size, interpolation=cv2.INTER_NEAREST)
+        gts.append(g > 127)
     return frames, gts
 
 
@@ -481,12 +487,7 @@ def test_native_size_output_keeps_the_boundary_where_the_object_is():
     mean F of frames 1–9: 0.75 against 0.69)."""
     from backend.eval.metrics import f_measure
 
-    src = FolderFrameSource(DAVIS / "JPEGImages" / "480p" / "car-roundabout")
-    frames = [src[i] for i in range(10)]
-    gts = [
-        cv2.imread(str(DAVIS / "Annotations" / "480p" / "car-roundabout" / f"{i:05d}.png"), 0) > 127
-        for i in range(10)
-    ]
+    frames, gts = _davis_clip("car-roundabout", 10, size=None)
     out = [o.masks()[1] for o in _run(frames, {1: gts[0]})]
     assert out[1].shape == (480, 854)
     scores = [f_measure(g, m) for g, m in zip(gts[1:], out[1:], strict=True)]
