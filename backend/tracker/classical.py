@@ -68,18 +68,17 @@ class ClassicalTrackerConfig:
     """Forward-backward error (working pixels) at which the warp confidence halves."""
     color_bits: int = 6
     """Bits per RGB channel of the colour histograms (6 → 262,144 bins). Finer bins tell
-    apart colours that 4 bits merged (a black swan and the dark water under it, 8 levels
-    apart). One-click J&F on issue 17's tune half at 4 / 5 / 6 / 7 bits (the prior's weight
+    apart colours that 4 bits merged (a black swan and the dark water under it). One-click J&F on issue 17's tune half at 4 / 5 / 6 / 7 bits (the prior's weight
     held at ``color_prior``, the recent models as fine): 67.8 / 73.1 / 75.7 / 73.6; validate
     60.6 / 62.2 / 63.1 / 62.0 (docs/benchmarks.md, thirteenth round)."""
     recent_color_bits: int = 5
-    """Bits per channel of the recent colour models (``model_rate``), pooled from the
-    ``color_bits`` histograms. They are learnt from the tracker's own output, so pixels it
-    took in by mistake are in them; at the full resolution those pixels' exact colours
-    became the object's, and a still background then kept them: a sloppy correction was
-    never trimmed back (J 0.73) and an object hidden for four frames was not lost (97
-    background pixels stayed) nor found again (J 0.00). Pooled one bit coarser: 0.96 and
-    0.99 (4-bit histograms: 0.92 and 1.00). Tune 75.5 (4 bits: 74.6), validate 62.6."""
+    """Bits per channel (at most ``color_bits``) of the recent colour models (``model_rate``).
+    They are learnt from the tracker's own output, so pixels it took in by mistake are in
+    them; at 6 bits those pixels' exact colours became the object's, and a still background
+    then kept them: a sloppy correction was never trimmed back (J 0.73) and an object hidden
+    for four frames was not lost (97 background pixels stayed) nor found again (J 0.00).
+    One bit coarser: 0.96 and 0.99 (the 4-bit histograms of before: 0.92 and 1.00). One
+    click at 4 / 5 / 6 bits: tune 74.6 / 75.5 / 75.7, validate 61.0 / 62.6 / 63.1."""
     color_prior: float = 2048.0
     """Total weight (in pixels) of the uniform prior every colour histogram starts from,
     spread evenly over its bins, so a colour never seen is unlikely but not impossible. It
