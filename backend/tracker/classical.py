@@ -11,9 +11,10 @@ Each step works on a reduced copy of the frame (long side ``work_size``):
    warping it does not smear the mask into the area the object uncovers.
 3. **Shape prior + appearance + motion.** The warped mask becomes a signed-distance logit (only
    a band around its boundary is uncertain, wider where the flow on the object is less
-   consistent forwards and backwards); the log-likelihood ratio of joint
-   RGB histograms of the object and its surroundings, anchored on the first keyframe and slowly
-   blended with recent frames, and the log-likelihood ratio of moving like the object rather
+   consistent forwards and backwards); the log-likelihood ratio of joint RGB histograms
+   (6 bits per channel) of the object and its surroundings, anchored on the first keyframe and
+   slowly blended with recent frames (counted one bit coarser, as they learn from the
+   tracker's own output), and the log-likelihood ratio of moving like the object rather
    than like its surroundings (:func:`motion_llr`) re-decide that band.
 4. **Regularisation.** An edge-aware guided filter smooths the result (never erasing a small
    object); a per-frame area jump beyond ``max_growth`` is damped.
@@ -68,9 +69,10 @@ class ClassicalTrackerConfig:
     """Forward-backward error (working pixels) at which the warp confidence halves."""
     color_bits: int = 6
     """Bits per RGB channel of the colour histograms (6 → 262,144 bins). Finer bins tell
-    apart colours that 4 bits merged (a black swan and the dark water under it). One-click J&F on issue 17's tune half at 4 / 5 / 6 / 7 bits (the prior's weight
-    held at ``color_prior``, the recent models as fine): 67.8 / 73.1 / 75.7 / 73.6; validate
-    60.6 / 62.2 / 63.1 / 62.0 (docs/benchmarks.md, thirteenth round)."""
+    apart colours that 4 bits merged (a black swan and the dark water under it). One-click
+    J&F on issue 17's tune half at 4 / 5 / 6 / 7 bits (the prior's weight held at
+    ``color_prior``, the recent models as fine): 67.8 / 73.1 / 75.7 / 73.6; validate 60.6 /
+    62.2 / 63.1 / 62.0 (docs/benchmarks.md, thirteenth round)."""
     recent_color_bits: int = 5
     """Bits per channel (at most ``color_bits``) of the recent colour models (``model_rate``).
     They are learnt from the tracker's own output, so pixels it took in by mistake are in
@@ -457,7 +459,7 @@ class _ObjectState:
     prob: np.ndarray  # working-size foreground probability
     fg_anchor: np.ndarray  # colour histograms, ``color_bits`` per channel
     bg_anchor: np.ndarray
-    fg_recent: np.ndarray  # pooled to ``recent_color_bits`` per channel
+    fg_recent: np.ndarray  # ``recent_bits`` per channel
     bg_recent: np.ndarray
     ref_area: float
     area: float
