@@ -162,23 +162,6 @@ def histogram(idx: np.ndarray, weights: np.ndarray, bins: int, prior: float) -> 
     return h.astype(np.float32)
 
 
-def pool(hist: np.ndarray, bits: int, coarse_bits: int) -> np.ndarray:
-    """A ``bits``-per-channel histogram summed into ``coarse_bits``-per-channel bins."""
-    if coarse_bits >= bits:
-        return hist
-    n, k = 1 << coarse_bits, 1 << (bits - coarse_bits)
-    # One channel at a time (blue, green, red), adding the k fine slices of each coarse bin:
-    # a NumPy sum over short strided axes is about 20 times slower.
-    x = hist
-    for outer, inner in ((n * k * n * k * n, 1), (n * k * n, n), (n, n * n)):
-        x = x.reshape(outer, k, inner)
-        total = x[:, 0].copy()
-        for j in range(1, k):
-            total += x[:, j]
-        x = total
-    return x.reshape(-1)
-
-
 def coarse_index(idx: np.ndarray, bits: int, coarse_bits: int) -> np.ndarray:
     """The ``coarse_bits``-per-channel colour bin (:func:`color_index`) of pixels whose
     ``bits``-per-channel bin is ``idx``."""
@@ -501,10 +484,11 @@ def _models_from_mask(
 
 
 def _recent_models(
-    fg: np.ndarray, bg: np.ndarray, cfg: ClassicalTrackerConfig
+    recent_idx: np.ndarray, mask: np.ndarray, ring_px: int, cfg: ClassicalTrackerConfig
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A pair of ``color_bits`` histograms pooled to the recent models' ``recent_bits``."""
-    return pool(fg, cfg.color_bits, cfg.recent_bits), pool(bg, cfg.color_bits, cfg.recent_bits)
+    """:func:`_models_from_mask` at the recent models' resolution (``recent_idx``: the
+    pixels' colour bins at ``recent_bits``)."""
+    return _models_from_mask(recent_idx, mask, 1 << (3 * cfg.recent_bits), ring_px, cfg)
 
 
 @dataclass
@@ -722,9 +706,8 @@ class ClassicalTrackerSession:
         mask = st.prob > 0.5
         if not mask.any():
             return
-        cfg = self.config
-        fg, bg = _models_from_mask(recent_idx, mask, 1 << (3 * cfg.recent_bits), ring_px, cfg)
-        r = cfg.model_rate
+        fg, bg = _recent_models(recent_idx, mask, ring_px, self.config)
+        r = self.config.model_rate
         st.fg_recent = (1 - r) * st.fg_recent + r * fg
         st.bg_recent = (1 - r) * st.bg_recent + r * bg
 
@@ -777,6 +760,7 @@ class ClassicalTrackerSession:
         restart would otherwise lose the look the recent models had followed since the first
         keyframe (issue 17, fourth round).
         """
+        recent_idx = coarse_index(idx, self.config.color_bits, self.config.recent_bits)
         for oid, native in masks.items():
             soft = resize_to(native.astype(np.float32), wsize)
             mask = soft > 0.5
@@ -784,14 +768,14 @@ class ClassicalTrackerSession:
             prob = np.where(mask, 1.0 - _EPS, _EPS).astype(np.float32)
             st = states.get(oid)
             fg, bg = _models_from_mask(idx, mask, bins, ring_px, self.config)
+            recent = _recent_models(recent_idx, mask, ring_px, self.config)
             if st is None or area == 0:
-                recent = _recent_models(fg, bg, self.config)
                 states[oid] = _ObjectState(prob, fg, bg, *recent, max(area, 1.0), area, lost=False)
                 if area == 0:
                     states[oid].lost = True
                 continue
             st.prob, st.area, st.ref_area, st.lost = prob, area, area, False
-            st.fg_recent, st.bg_recent = _recent_models(fg, bg, self.config)
+            st.fg_recent, st.bg_recent = recent
             st.motion = None
 
     def _learn_earlier(
@@ -820,7 +804,8 @@ class ClassicalTrackerSession:
             idx = color_index(small, self.config.color_bits)
             fg, bg = _models_from_mask(idx, mask, bins, ring_px, self.config)
             area = float(mask.sum())
-            recent = _recent_models(fg, bg, self.config)
+            recent_idx = coarse_index(idx, self.config.color_bits, self.config.recent_bits)
+            recent = _recent_models(recent_idx, mask, ring_px, self.config)
             states[oid] = _ObjectState(np.zeros(mask.shape, np.float32), fg, bg, *recent, area, 0.0)
 
     def _emit(

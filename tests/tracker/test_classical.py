@@ -193,6 +193,17 @@ def test_keyframe_on_the_way_overrides_prediction():
     assert jaccard(out[4].masks()[1], masks[4]) > 0.8  # before the keyframe: still tracking
 
 
+def _sloppy_correction(start: int = 0, config: ClassicalTrackerConfig | None = None):
+    """A disk tracked from frame 0 with a correction on frame 5 painted 12 px past it,
+    propagated from ``start``: the output masks, the correction and the true masks."""
+    frames, masks = _clip([(30 + 5 * i, 60) for i in range(14)])
+    session = ClassicalTracker(config or ClassicalTrackerConfig()).start(ArrayFrameSource(frames))
+    session.add_mask(0, 1, masks[0])
+    sloppy = cv2.dilate(masks[5].astype(np.uint8), np.ones((25, 25), np.uint8)).astype(bool)
+    session.add_mask(5, 1, sloppy)
+    return {o.index: o.masks()[1] for o in session.propagate(start)}, sloppy, masks
+
+
 @pytest.mark.parametrize("start", [0, 5])
 def test_sloppy_correction_keeps_the_first_keyframes_colours(start):
     """A correction on frame 5 painted well past the object (a common, partial or sloppy mask)
@@ -200,12 +211,7 @@ def test_sloppy_correction_keeps_the_first_keyframes_colours(start):
     within a few frames. ``start=5`` is the server's quick path, restarted at the correction.
     Re-anchoring the colours on the correction kept the margin (J 0.5 at frame 8, 0.87 at 13);
     learning them on frame 5 when the pass starts there did too (J 0.36)."""
-    frames, masks = _clip([(30 + 5 * i, 60) for i in range(14)])
-    session = ClassicalTracker().start(ArrayFrameSource(frames))
-    session.add_mask(0, 1, masks[0])
-    sloppy = cv2.dilate(masks[5].astype(np.uint8), np.ones((25, 25), np.uint8)).astype(bool)
-    session.add_mask(5, 1, sloppy)
-    out = {o.index: o.masks()[1] for o in session.propagate(start)}
+    out, sloppy, masks = _sloppy_correction(start)
     assert sorted(out) == list(range(start, 14)) and np.array_equal(out[5], sloppy)
     assert min(jaccard(out[i], masks[i]) for i in range(8, 14)) > 0.9
 
@@ -486,28 +492,14 @@ def test_the_histogram_prior_weighs_the_same_at_any_resolution():
 
 
 @pytest.mark.parametrize("recent_bits, trimmed", [(5, True), (6, False)])
-def test_recent_models_pooled_coarser_do_not_memorise_what_was_taken_in(recent_bits, trimmed):
+def test_recent_models_one_bit_coarser_do_not_memorise_what_was_taken_in(recent_bits, trimmed):
     """The recent colour models learn from the tracker's own output. At the full 6-bit
     resolution the exact colours of the background a sloppy correction took in became the
-    object's, and the still background kept them (J 0.73 on frames 8–13); pooled one bit
-    coarser (the default) the first keyframe's colours trim the margin again (0.96)."""
-    frames, masks = _clip([(30 + 5 * i, 60) for i in range(14)])
-    config = ClassicalTrackerConfig(recent_color_bits=recent_bits)
-    session = ClassicalTracker(config).start(ArrayFrameSource(frames))
-    session.add_mask(0, 1, masks[0])
-    session.add_mask(5, 1, cv2.dilate(masks[5].astype(np.uint8), np.ones((25, 25), np.uint8)) > 0)
-    out = {o.index: o.masks()[1] for o in session.propagate(0)}
+    object's, and the still background kept them (J 0.73 on frames 8–13); one bit coarser
+    (the default) the first keyframe's colours trim the margin again (0.96)."""
+    out, _, masks = _sloppy_correction(config=ClassicalTrackerConfig(recent_color_bits=recent_bits))
     worst = min(jaccard(out[i], masks[i]) for i in range(8, 14))
     assert (worst > 0.9) is trimmed, worst
-
-
-def test_pool_sums_blocks_of_bins():
-    h = np.random.default_rng(0).random(1 << 9).astype(np.float32)  # 3 bits per channel
-    pooled = classical.pool(h, 3, 2)
-    assert pooled.shape == (1 << 6,) and pooled.sum() == pytest.approx(h.sum(), rel=1e-6)
-    # bins 0–1 of each channel form the first coarse bin
-    assert pooled[0] == pytest.approx(h.reshape(8, 8, 8)[:2, :2, :2].sum(), rel=1e-6)
-    assert classical.pool(h, 3, 3) is h
 
 
 def test_coarse_index_is_the_colour_bin_at_fewer_bits():
