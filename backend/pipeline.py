@@ -399,21 +399,24 @@ def blend_backward(
     earlier: dict[int, int],
     kept: Callable[[int], tuple[dict[int, np.ndarray], dict[int, float]]],
     *,
+    low: int | None = None,
+    high: int | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> Iterator[FramePrediction]:
-    """A correction's reach backward: frames ``anchor − 1`` down to ``min(earlier) + 1``.
+    """A keyframe's reach backward: frames ``anchor − 1`` down to ``min(earlier) + 1``, or
+    only ``high`` down to ``low`` of them (the pass still starts on ``anchor``).
 
-    Each object of ``masks`` (its corrected mask on ``anchor``) is tracked backward from
-    ``anchor`` and blended with the mask it kept (``kept(frame)``: every object's masks and
-    scores from the last run, which came forward from the object's previous keyframe
-    ``earlier[obj]``): on frame t the backward probability weighs ``(t − p) / (anchor − p)``
+    Each object of ``masks`` (its keyframe mask on ``anchor``: a correction, or a later
+    keyframe) is tracked backward from ``anchor`` and blended with the mask it kept
+    (``kept(frame)``: every object's masks and scores as they stand, come forward from the
+    object's previous keyframe ``earlier[obj]``): on frame t the backward probability weighs ``(t − p) / (anchor − p)``
     and the kept mask the rest, so each pass counts most near the keyframe it started from.
     Where the two masks are not in the same place (:func:`same_place`; an empty backward mask
     never is), the passes disagree on *where* the object is and the kept mask and score stay:
     the reach refines what a frame showed, it never moves or removes the object (a poor
     correction of a lost object would carry its wrong region back). Other objects, and frames
     at or before an object's ``p``, keep their masks; a blended mask never takes pixels of
-    another object. Frames are yielded from ``anchor − 1`` down.
+    another object. Frames are yielded from the highest down.
 
     The tracker also gets each object's mask on ``p``, which the pass never reaches: a
     tracker may learn the object's looks there rather than from a correction that is often
@@ -427,7 +430,9 @@ def blend_backward(
     if bad or not 0 < anchor < len(frames):
         raise ValueError(f"backward reach needs 0 <= earlier < anchor < {len(frames)}")
     stop = min(earlier[o] for o in masks) + 1
-    if stop >= anchor:
+    stop = stop if low is None else max(stop, low)
+    top = anchor - 1 if high is None else min(high, anchor - 1)
+    if stop > top:
         return
     session = engine.tracker.start(frames)
     try:
@@ -437,7 +442,7 @@ def blend_backward(
             if look is not None and look.any():  # beyond the pass's end: looks only
                 session.add_mask(earlier[oid], oid, look)
         for tf in session.propagate(anchor, reverse=True, stop=stop):
-            if tf.index == anchor:
+            if tf.index > top:
                 continue
             t = tf.index
             out_masks, out_scores = kept(t)

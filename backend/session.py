@@ -30,6 +30,12 @@ What is recomputed after a change (:func:`plan_run`):
 * everything otherwise (first click, a new object, a removed keyframe, a change on an
   object's first keyframe, changes on several frames).
 
+Every frame between two keyframes of an object blends the forward pass from the earlier
+one with a backward pass from the later one (:class:`Reach`), in a full run as after a
+correction (the frames it propagated forward blend again from the next keyframe), so the
+masks are those of the prompts whatever order they came in. ``reach_back=False`` blends
+nothing.
+
 A click on a frame corrects the mask shown there: when a frame's prompts change, the
 mask shown on that frame becomes the segmenter's prior (a painted mask on the frame takes
 its place), and stays its prior while the frame's prompts stay the same — re-sending the
@@ -44,9 +50,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import logging
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -247,6 +254,25 @@ class Run:
         return sum(m.nbytes for fm in self.frames.values() for m, _ in fm.values())
 
 
+@dataclass(frozen=True)
+class Reach:
+    """A backward pass from an object's keyframe ``anchor``, blended into frames ``low`` ..
+    ``high`` after its previous keyframe (:func:`backend.pipeline.blend_backward`).
+
+    ``masks``: the keyframe masks on ``anchor`` of the objects it carries; ``earlier``: each
+    one's previous keyframe, whose forward pass it is blended with."""
+
+    anchor: int
+    masks: dict[int, CompactMask]
+    earlier: dict[int, int]
+    low: int
+    high: int
+
+    @property
+    def frames(self) -> range:
+        return range(self.low, self.high + 1)
+
+
 @dataclass
 class Prepared:
     """A planned run with its keyframes segmented, ready to :meth:`InteractiveSession.propagate`."""
@@ -259,15 +285,21 @@ class Prepared:
     objects: list[ObjectPrompt] = field(default_factory=list)  # tracker prompts (masks only)
     keyframes: dict[int, dict[int, Keyframe]] = field(default_factory=dict)
     appearance: dict[int, dict[int, np.ndarray]] = field(default_factory=dict)
+    reaches: list[Reach] = field(default_factory=list)  # in the order they run
+
+    def held(self) -> set[int]:
+        """Frames a reach blends: each is yielded once, when its last reach is done."""
+        return {t for r in self.reaches for t in r.frames}
 
     def reused(self, obj_ids: Iterable[int] | None = None) -> Iterator[FramePrediction]:
         """Frames of the last run this run does not propagate, decoded, in frame order: those
-        outside the plan, and those it blends back (shown as they were until their blend
+        outside the plan, and those a reach blends (shown as they were until their blend
         comes, so a partial answer has no holes)."""
         if self.base is None:
             return
+        held = self.held()
         for f in sorted(self.base.frames):
-            if not self.plan.covers(f):
+            if not self.plan.covers(f) or f in held:
                 yield _decode(f, self.base.frames[f], obj_ids)
 
     def keyframe_predictions(self) -> Iterator[FramePrediction]:
@@ -530,6 +562,7 @@ class InteractiveSession:
             records = self._keyframe_records(plan)
             self._segment_missing(engine, frames, records, cache_key)
             self._fill(prepared, records)
+            prepared.reaches = self._reaches(plan, records)
         log.debug("session %s: %s (%s)", self.key.task, plan.kind.value, plan.reason)
         return prepared
 
@@ -542,11 +575,13 @@ class InteractiveSession:
         cache_key: Hashable | None = None,
         should_stop=None,
     ) -> Iterator[FramePrediction]:
-        """Yield every frame the plan recomputes (all objects); on completion the run becomes
-        the session's last run and the answered objects' shown masks."""
+        """Yield every frame the plan recomputes (all objects), each once: forward from the
+        plan's start, a frame a reach blends when its blend is done. On completion the run
+        becomes the session's last run and the answered objects' shown masks."""
         plan = prepared.plan
         computed: dict[int, FrameMasks] = {}
         if plan.kind is not PlanKind.NONE:
+            pending = Counter(t for r in prepared.reaches for t in r.frames)
             for fp in segment_video(
                 engine,
                 frames,
@@ -559,28 +594,25 @@ class InteractiveSession:
                 should_stop=should_stop,
             ):
                 computed[fp.index] = _encode(fp)
-                yield fp
-            for fp in self._blend_back(engine, frames, prepared, should_stop):
-                computed[fp.index] = _encode(fp)
-                yield fp
+                if not pending[fp.index]:
+                    yield fp
+            base = prepared.base
+
+            def kept(t: int) -> tuple[dict[int, np.ndarray], dict[int, float]]:
+                assert base is not None or t in computed
+                fp = _decode(t, computed[t] if t in computed else base.frames[t], None)
+                return fp.masks, fp.scores
+
+            for reach in prepared.reaches:
+                masks = {o: m.decode() for o, m in reach.masks.items()}
+                for fp in blend_backward(engine, frames, reach.anchor, masks, reach.earlier, kept,
+                                         low=reach.low, high=reach.high,
+                                         should_stop=should_stop):  # fmt: skip
+                    computed[fp.index] = _encode(fp)
+                    pending[fp.index] -= 1
+                    if not pending[fp.index]:
+                        yield fp
         self._commit(prepared, computed)
-
-    def _blend_back(
-        self, engine: Engine, frames: FrameSource, prepared: Prepared, should_stop
-    ) -> Iterator[FramePrediction]:
-        """The plan's backward reach (:func:`backend.pipeline.blend_backward`)."""
-        plan = prepared.plan
-        if plan.back is None or prepared.base is None:
-            return
-        corrected = {o: prepared.keyframes[plan.start][o].mask for o in plan.earlier}
-        base = prepared.base
-
-        def kept(t: int) -> tuple[dict[int, np.ndarray], dict[int, float]]:
-            fp = _decode(t, base.frames[t], None)
-            return fp.masks, fp.scores
-
-        yield from blend_backward(engine, frames, plan.start, corrected, plan.earlier, kept,
-                                  should_stop=should_stop)  # fmt: skip
 
     def run(
         self,
@@ -620,12 +652,15 @@ class InteractiveSession:
         return True
 
     def _keyframe_records(self, plan: RunPlan) -> dict[tuple[int, int], _KeyframeRecord]:
-        """Records of the keyframes this plan uses, renewed where the prompts changed."""
+        """Records of the keyframes this plan uses, renewed where the prompts changed: those
+        it propagates from, each object's first (its looks), and its next one after the
+        plan's last frame (a reach's anchor)."""
         out: dict[tuple[int, int], _KeyframeRecord] = {}
         for oid, obj in self._objects.items():
             sigs = obj.signature()
+            after = [k for k in obj.keyframes if k > plan.stop]
             for k in obj.keyframes:
-                if not plan.covers(k) and k != min(obj.keyframes):
+                if not plan.covers(k) and k != min(obj.keyframes) and k not in after[:1]:
                     continue
                 rec = self._keyframes.get((oid, k))
                 if rec is None or rec.signature != sigs[k]:
@@ -640,6 +675,41 @@ class InteractiveSession:
         for stale in set(self._keyframes) - live:
             del self._keyframes[stale]
         return out
+
+    def _reaches(
+        self, plan: RunPlan, records: dict[tuple[int, int], _KeyframeRecord]
+    ) -> list[Reach]:
+        """The backward passes the plan blends, in the order they run.
+
+        Every frame between two keyframes of an object shows the forward pass from the
+        earlier one blended with a backward pass from the later one, whichever order the
+        keyframes came in. A full run blends every such stretch. A correction on frame k
+        blends what it propagated forward (frames k + 1 .. stop, from each object's next
+        keyframe), then its corrected objects' stretch before k (``plan.back``). Without
+        ``reach_back`` nothing is blended."""
+        if plan.kind is PlanKind.NONE or not self.reach_back:
+            return []
+        after = plan.start if plan.kind is PlanKind.FORWARD else -1  # blend frames > after
+        groups: dict[int, tuple[dict[int, CompactMask], dict[int, int]]] = {}
+        for oid, obj in self._objects.items():
+            ks = obj.keyframes
+            for p, anchor in itertools.pairwise(ks):
+                rec = records.get((oid, anchor))
+                if anchor <= after + 1 or p >= plan.stop or rec is None or rec.mask is None:
+                    continue
+                if rec.mask.any():
+                    masks, earlier = groups.setdefault(anchor, ({}, {}))
+                    masks[oid], earlier[oid] = rec.mask, p
+        reaches = []
+        for anchor, (masks, earlier) in sorted(groups.items(), reverse=True):
+            low, high = max(after, min(earlier.values())) + 1, min(anchor - 1, plan.stop)
+            if low <= high:
+                reaches.append(Reach(anchor, masks, earlier, low, high))
+        if plan.kind is PlanKind.FORWARD and plan.back is not None:
+            corrected = {o: records[(o, plan.start)].mask for o in plan.earlier}
+            reaches.append(Reach(plan.start, corrected, dict(plan.earlier), plan.back,
+                                 plan.start - 1))  # fmt: skip
+        return reaches
 
     def _segment_missing(
         self,

@@ -7,7 +7,8 @@ Runs the interactive protocol on issue 17's halves four ways, side by side:
   kept (``InteractiveSession(reach_back=False)``);
 * ``back``: what the session does by default — the same, plus the frames between the
   object's previous keyframe and k blended with a backward pass from k
-  (:func:`backend.pipeline.blend_backward`);
+  (:func:`backend.pipeline.blend_backward`), and every other stretch between two keyframes
+  with a backward pass from the later one;
 
 each with the simulated annotator's corrective clicks (``--corrections click``) and with the
 ground-truth mask painted on the worst frame (``mask``: a perfect correction, the ceiling).

@@ -236,6 +236,28 @@ def test_blend_backward_stops_at_the_previous_keyframe_and_on_request():
         list(blend_backward(fake_engine(), frames(), 4, {1: _box(0, 5, 0, 5)}, {1: 4}, kept))
 
 
+def test_blend_backward_yields_only_the_frames_asked_for():
+    """``low``/``high`` pick the frames to blend; the pass still starts on the anchor, and
+    frames above ``high`` are neither asked about nor yielded."""
+    from backend.pipeline import blend_backward
+
+    asked = []
+
+    def kept(t):
+        asked.append(t)
+        return {1: _box(0, 10, 0, 10)}, {1: 0.5}
+
+    engine = fake_engine()
+    out = list(blend_backward(engine, frames(), 7, {1: _box(2, 12, 2, 12)}, {1: 1}, kept,
+                              low=3, high=4))  # fmt: skip
+    assert [fp.index for fp in out] == [4, 3]
+    assert sorted(set(asked)) == [1, 3, 4], "frame 1: the looks; frames 5, 6: not asked"
+    (session,) = engine.tracker.sessions
+    assert [(f, o) for f, o, _ in session.added] == [(7, 1), (1, 1)]
+    assert list(blend_backward(engine, frames(), 7, {1: _box(2, 12, 2, 12)}, {1: 1}, kept,
+                               low=5, high=4)) == []  # fmt: skip
+
+
 def test_same_place_needs_half_of_the_smaller_mask_inside_the_other():
     from backend.pipeline import same_place
 

@@ -129,6 +129,82 @@ def test_a_correction_reaches_back_to_the_previous_keyframe():
         np.testing.assert_array_equal(far.shown(1, f), before[f])
 
 
+def _disk(x, y, h=60, w=80):
+    yy, xx = np.mgrid[:h, :w]
+    return (xx - x) ** 2 + (yy - y) ** 2 <= 20**2
+
+
+def test_every_stretch_between_keyframes_is_blended_whatever_the_click_order():
+    """Frames between two keyframes blend the forward pass from the earlier one with a
+    backward pass from the later one, whether the keyframes came in one run or one by one,
+    in any order: a correction does not undo the reach of a later keyframe."""
+    engine, src = fake_engine(), frames()
+    clicks = {0: Click(20, 20), 3: Click(32, 24), 6: Click(44, 28)}  # neighbours overlap
+    shown = {}
+    for order in ((0, 3, 6), (0, 6, 3), "all at once"):
+        s = InteractiveSession(key(task=str(order)), N)
+        for k in (0, 3, 6) if order == "all at once" else order:
+            s.add_click(1, k, clicks[k], label="A")
+            if order != "all at once":
+                run(s, engine, src)
+        run(s, engine, src)
+        shown[order] = [s.shown(1, f) for f in range(N)]
+    a, b, c = (_disk(int(k.x), int(k.y)) for k in clicks.values())
+    # the fake tracker carries 0.8: the backward pass wins from weight 2/3 on
+    expected = [a, a, b, b, b, c, c, c]
+    for order, masks in shown.items():
+        for f in range(N):
+            np.testing.assert_array_equal(masks[f], expected[f], err_msg=f"{order}, frame {f}")
+
+
+def test_a_correction_before_a_keyframe_yields_each_frame_once_after_its_blend():
+    engine, src = fake_engine(), frames()
+    s = InteractiveSession(key(), N)
+    s.add_click(1, 0, Click(20, 20), label="A")
+    s.add_click(1, 6, Click(44, 28))
+    run(s, engine, src)
+    old = {f: s.shown(1, f).copy() for f in range(N)}
+    s.add_click(1, 3, Click(32, 24))
+    prepared = s.prepare(engine, src)
+    assert [(r.anchor, r.low, r.high) for r in prepared.reaches] == [(6, 4, 5), (3, 1, 2)]
+    # a partial answer shows the frames to blend as they were until their blend comes
+    reused = {fp.index: fp.masks[1] for fp in prepared.reused()}
+    assert sorted(reused) == [0, 1, 2, 4, 5, 6, 7]
+    assert all(np.array_equal(m, old[f]) for f, m in reused.items())
+    # the corrected frame first, then the stretch after it, then the one before it
+    assert [fp.index for fp in s.propagate(engine, src, prepared)] == [3, 5, 4, 2, 1]
+    assert np.array_equal(s.shown(1, 5), _disk(44, 28)), "the keyframe on 6 still reaches 5"
+    q = InteractiveSession(key(task=2), N, reach_back=False)
+    q.add_click(1, 0, Click(20, 20), label="A")
+    q.add_click(1, 6, Click(44, 28))
+    assert run(q, engine, src) == list(range(N))
+    assert np.array_equal(q.shown(1, 5), _disk(20, 20)), "without reach_back: forward only"
+    q.add_click(1, 3, Click(32, 24))
+    assert q.prepare(engine, src).reaches == [] and run(q, engine, src) == [3, 4, 5]
+
+
+def test_a_correction_reaches_other_objects_stretches_it_recomputed():
+    """Another object's stretch that the correction re-propagated is blended again from its
+    next keyframe, even one past the frames recomputed."""
+    engine, src = fake_engine(), frames(w=120)  # A and B never meet
+    s = InteractiveSession(key(), N)
+    s.add_click(1, 0, Click(20, 20), label="A")
+    s.add_click(1, 5, Click(32, 24))
+    s.add_click(2, 0, Click(96, 30), label="B")
+    s.add_click(2, 7, Click(84, 38))
+    run(s, engine, src)
+    full = [s.shown(2, f).copy() for f in range(N)]
+    s.add_click(1, 2, Click(26, 22))
+    prepared = s.prepare(engine, src)
+    assert [(r.anchor, sorted(r.masks), r.low, r.high) for r in prepared.reaches] == [
+        (7, [2], 3, 4), (5, [1], 3, 4), (2, [1], 1, 1)
+    ]  # fmt: skip
+    assert [fp.index for fp in s.propagate(engine, src, prepared)] == [2, 4, 3, 1]
+    for f in range(N):  # B's seed on 2 was its blend there: forward from it, blended again
+        np.testing.assert_array_equal(s.shown(2, f), full[f], err_msg=f"frame {f}")
+    assert not np.array_equal(full[4], full[0]), "B's frames 3-4 do come from the blend"
+
+
 def test_correction_prior_is_the_shown_mask_and_sticky():
     engine, src = fake_engine(), frames()
     priors = []
