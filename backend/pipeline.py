@@ -409,8 +409,9 @@ def blend_backward(
     Each object of ``masks`` (its keyframe mask on ``anchor``: a correction, or a later
     keyframe) is tracked backward from ``anchor`` and blended with the mask it kept
     (``kept(frame)``: every object's masks and scores as they stand, come forward from the
-    object's previous keyframe ``earlier[obj]``): on frame t the backward probability weighs ``(t − p) / (anchor − p)``
-    and the kept mask the rest, so each pass counts most near the keyframe it started from.
+    object's previous keyframe ``earlier[obj]``): on frame t the backward probability weighs
+    ``(t − p) / (anchor − p)`` and the kept mask the rest, so each pass counts most near the
+    keyframe it started from.
     Where the two masks are not in the same place (:func:`same_place`; an empty backward mask
     never is), the passes disagree on *where* the object is and the kept mask and score stay:
     the reach refines what a frame showed, it never moves or removes the object (a poor

@@ -658,9 +658,9 @@ class InteractiveSession:
         out: dict[tuple[int, int], _KeyframeRecord] = {}
         for oid, obj in self._objects.items():
             sigs = obj.signature()
-            after = [k for k in obj.keyframes if k > plan.stop]
+            later = [k for k in obj.keyframes if k > plan.stop]
             for k in obj.keyframes:
-                if not plan.covers(k) and k != min(obj.keyframes) and k not in after[:1]:
+                if not plan.covers(k) and k != min(obj.keyframes) and k not in later[:1]:
                     continue
                 rec = self._keyframes.get((oid, k))
                 if rec is None or rec.signature != sigs[k]:

@@ -25,6 +25,7 @@ QUICK = [
     ["box_prompts.py", "--split", "tune", "--clicks", "1"],
     ["segmenter_threads.py", "--every", "3", "--repeat", "1"],
     ["corrections.py", "--split", "tune", "--rounds", "2", "--corrections", "mask"],
+    ["correction_latency.py", "--repeat", "2"],
     ["still_video.py", "--split", "tune", "--frames", "8"],
 ]
 
