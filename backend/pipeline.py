@@ -391,6 +391,16 @@ def same_place(a: np.ndarray, b: np.ndarray) -> bool:
     return small > 0 and 2 * np.count_nonzero(a & b) >= small
 
 
+def reach_floor(anchor: int, earlier: int) -> int:
+    """The lowest frame a backward pass from keyframe ``anchor`` can change when it is
+    blended with the forward pass from keyframe ``earlier`` (:func:`blend_backward`).
+
+    Below the middle of the stretch the pass weighs less than one half and the kept mask,
+    which is 0 or 1, outweighs it whatever it says: the blend there is the kept mask. So a
+    pass stops at the middle, which halves its work and changes no mask."""
+    return (anchor + earlier + 1) // 2
+
+
 def blend_backward(
     engine: Engine,
     frames: FrameSource,
@@ -403,8 +413,9 @@ def blend_backward(
     high: int | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> Iterator[FramePrediction]:
-    """A keyframe's reach backward: frames ``anchor − 1`` down to ``min(earlier) + 1``, or
-    only ``high`` down to ``low`` of them (the pass still starts on ``anchor``).
+    """A keyframe's reach backward: frames ``anchor − 1`` down to the middle of each
+    object's stretch (:func:`reach_floor`), or only ``high`` down to ``low`` of them (the pass
+    still starts on ``anchor``).
 
     Each object of ``masks`` (its keyframe mask on ``anchor``: a correction, or a later
     keyframe) is tracked backward from ``anchor`` and blended with the mask it kept
@@ -417,7 +428,8 @@ def blend_backward(
     the reach refines what a frame showed, it never moves or removes the object (a poor
     correction of a lost object would carry its wrong region back). Other objects, and frames
     at or before an object's ``p``, keep their masks; a blended mask never takes pixels of
-    another object. Frames are yielded from the highest down.
+    another object. Frames are yielded from the highest down; below an object's middle it
+    keeps its mask and score.
 
     The tracker also gets each object's mask on ``p``, which the pass never reaches: a
     tracker may learn the object's looks there rather than from a correction that is often
@@ -430,7 +442,7 @@ def blend_backward(
     bad = [o for o in masks if not 0 <= earlier[o] < anchor]
     if bad or not 0 < anchor < len(frames):
         raise ValueError(f"backward reach needs 0 <= earlier < anchor < {len(frames)}")
-    stop = min(earlier[o] for o in masks) + 1
+    stop = min(reach_floor(anchor, earlier[o]) for o in masks)
     stop = stop if low is None else max(stop, low)
     top = anchor - 1 if high is None else min(high, anchor - 1)
     if stop > top:
@@ -450,7 +462,7 @@ def blend_backward(
             out_masks, out_scores = dict(out_masks), dict(out_scores)
             for k, oid in enumerate(tf.obj_ids):
                 p = earlier[oid]
-                if t <= p:
+                if t < reach_floor(anchor, p):
                     continue
                 prob = tf.probs[k + 1]
                 present = None if tf.presence is None else tf.presence.get(oid)

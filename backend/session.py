@@ -33,8 +33,10 @@ What is recomputed after a change (:func:`plan_run`):
 Every frame between two keyframes of an object blends the forward pass from the earlier
 one with a backward pass from the later one (:class:`Reach`), in a full run as after a
 correction (the frames it propagated forward blend again from the next keyframe), so the
-masks are those of the prompts whatever order they came in. ``reach_back=False`` blends
-nothing.
+masks are those of the prompts whatever order they came in. A backward pass runs from its
+keyframe down to the middle of the stretch only: below it the forward mask outweighs the
+pass whatever it says (:func:`backend.pipeline.reach_floor`), so those frames keep their
+masks and scores. ``reach_back=False`` blends nothing.
 
 A click on a frame corrects the mask shown there: when a frame's prompts change, the
 mask shown on that frame becomes the segmenter's prior (a painted mask on the frame takes
@@ -65,7 +67,13 @@ import numpy as np
 from backend.engine import Engine
 from backend.frames import FrameSource
 from backend.masks import CompactMask
-from backend.pipeline import Keyframe, blend_backward, segment_keyframes, segment_video
+from backend.pipeline import (
+    Keyframe,
+    blend_backward,
+    reach_floor,
+    segment_keyframes,
+    segment_video,
+)
 from backend.types import Box, Click, FramePrediction, ObjectPrompt
 
 log = logging.getLogger(__name__)
@@ -125,7 +133,8 @@ class RunPlan:
 
     A forward plan propagates ``start`` .. ``stop``; with ``back`` < ``start`` it also
     blends frames ``back`` .. ``start − 1`` with a backward pass from ``start`` for the
-    corrected objects ``earlier`` (object → its previous keyframe)."""
+    corrected objects ``earlier`` (object → its previous keyframe); ``back`` is the middle
+    of the stretch (:func:`backend.pipeline.reach_floor`)."""
 
     kind: PlanKind
     start: int = 0
@@ -186,7 +195,7 @@ def plan_run(
         if later:
             stop = min(stop, min(later) - 1)
     earlier = {o: max(f for f in current[o] if f < k) for o in sorted(oids)}
-    back = min(earlier.values()) + 1
+    back = min(reach_floor(k, p) for p in earlier.values())
     if not reach_back or back >= k:
         return RunPlan(PlanKind.FORWARD, k, stop, f"correction on frame {k}")
     return RunPlan(
@@ -702,7 +711,8 @@ class InteractiveSession:
                     masks[oid], earlier[oid] = rec.mask, p
         reaches = []
         for anchor, (masks, earlier) in sorted(groups.items(), reverse=True):
-            low, high = max(after, min(earlier.values())) + 1, min(anchor - 1, plan.stop)
+            low = max(after + 1, min(reach_floor(anchor, p) for p in earlier.values()))
+            high = min(anchor - 1, plan.stop)
             if low <= high:
                 reaches.append(Reach(anchor, masks, earlier, low, high))
         if plan.kind is PlanKind.FORWARD and plan.back is not None:

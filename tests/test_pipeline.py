@@ -203,19 +203,34 @@ def test_blend_backward_weighs_each_pass_by_its_distance_and_spares_other_object
         return {1: old, 2: other}, {1: 0.4, 2: 0.7}
 
     out = list(blend_backward(fake_engine(), frames(), 4, {1: corrected}, {1: 0}, kept))
-    assert [fp.index for fp in out] == [3, 2, 1]
+    assert [fp.index for fp in out] == [3, 2], "frame 1 (weight 1/4) would keep its mask"
     by = {fp.index: fp for fp in out}
-    # the fake tracker carries 0.8: frame 3 (weight 3/4) takes the corrected mask, frame 1
-    # (1/4) the old one, frame 2 (2/4) only what both share
+    # the fake tracker carries 0.8: frame 3 (weight 3/4) takes the corrected mask, frame 2
+    # (2/4) only what both share
     assert np.array_equal(by[3].masks[1], corrected & ~other), "never takes object 2's pixels"
-    assert np.array_equal(by[1].masks[1], old)
     assert np.array_equal(by[2].masks[1], old & corrected) and by[2].masks[1].any()
     assert all(np.array_equal(fp.masks[2], other) and fp.scores[2] == 0.7 for fp in out)
     from backend.refine import mask_quality
 
     q = mask_quality(0.8 * corrected.astype(np.float32), corrected, None)
-    assert by[1].scores[1] == pytest.approx(0.75 * 0.4 + 0.25 * q)
+    assert by[2].scores[1] == pytest.approx(0.5 * 0.4 + 0.5 * q)
     assert by[3].scores[1] == pytest.approx(0.25 * 0.4 + 0.75 * q)
+
+
+@pytest.mark.parametrize("span", range(1, 12))
+def test_below_the_reach_floor_the_blend_is_the_kept_mask_whatever_the_pass_says(span):
+    """Where the backward pass weighs less than one half, a kept 0 or 1 outweighs any
+    probability: the pass can stop at :func:`reach_floor`, which is the first frame where it
+    can change a mask."""
+    from backend.pipeline import reach_floor
+
+    p = 3
+    anchor = p + span
+    prob = np.linspace(0.0, 1.0, 101)
+    for t in range(p + 1, anchor):
+        w = (t - p) / (anchor - p)
+        kept = [((1.0 - w) * old + w * prob > 0.5) == bool(old) for old in (0.0, 1.0)]
+        assert all(k.all() for k in kept) == (t < reach_floor(anchor, p)), t
 
 
 def test_blend_backward_stops_at_the_previous_keyframe_and_on_request():
@@ -225,7 +240,9 @@ def test_blend_backward_stops_at_the_previous_keyframe_and_on_request():
         return {1: _box(0, 10, 0, 10)}, {1: 0.5}
 
     out = list(blend_backward(fake_engine(), frames(), 6, {1: _box(5, 20, 5, 20)}, {1: 3}, kept))
-    assert [fp.index for fp in out] == [5, 4], "frames after the previous keyframe only"
+    assert [fp.index for fp in out] == [5], "the stretch's upper half only"
+    out = list(blend_backward(fake_engine(), frames(), 7, {1: _box(5, 20, 5, 20)}, {1: 0}, kept))
+    assert [fp.index for fp in out] == [6, 5, 4]
     assert (
         list(blend_backward(fake_engine(), frames(), 4, {1: _box(0, 5, 0, 5)}, {1: 3}, kept)) == []
     )
@@ -249,9 +266,9 @@ def test_blend_backward_yields_only_the_frames_asked_for():
 
     engine = fake_engine()
     out = list(blend_backward(engine, frames(), 7, {1: _box(2, 12, 2, 12)}, {1: 1}, kept,
-                              low=3, high=4))  # fmt: skip
-    assert [fp.index for fp in out] == [4, 3]
-    assert sorted(set(asked)) == [1, 3, 4], "frame 1: the looks; frames 5, 6: not asked"
+                              low=3, high=5))  # fmt: skip
+    assert [fp.index for fp in out] == [5, 4], "low=3 is below the middle (4)"
+    assert sorted(set(asked)) == [1, 4, 5], "frame 1: the looks; frame 6: not asked"
     (session,) = engine.tracker.sessions
     assert [(f, o) for f, o, _ in session.added] == [(7, 1), (1, 1)]
     assert list(blend_backward(engine, frames(), 7, {1: _box(2, 12, 2, 12)}, {1: 1}, kept,
@@ -306,5 +323,5 @@ def test_blend_backward_never_moves_or_removes_the_object():
     assert np.array_equal(by[2].masks[1], old) and by[2].scores[1] == 0.5, "absent on 2: kept"
     for far in (_box(40, 55, 50, 75), _box(26, 46, 26, 46)):  # elsewhere; touching the edge
         out = list(blend_backward(engine, frames(), 4, {1: far}, {1: 0}, kept))
-        assert [fp.index for fp in out] == [3, 2, 1]
+        assert [fp.index for fp in out] == [3, 2]
         assert all(np.array_equal(fp.masks[1], old) and fp.scores[1] == 0.5 for fp in out)

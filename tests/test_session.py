@@ -54,13 +54,14 @@ def test_plan_rules():
 
 def test_plan_reaches_back_to_the_previous_keyframe():
     p = plan_run({1: {0: "c0", 6: "c6"}}, {1: {0: "c0", 3: "c3", 6: "c6"}}, N)
-    assert (p.back, p.start, p.stop, p.earlier) == (1, 3, 5, {1: 0})
-    assert list(p.frames) == [1, 2, 3, 4, 5] and not p.covers(2) and p.recomputes(2)
-    assert not p.recomputes(0) and not p.recomputes(6)
-    # each corrected object blends back to its own previous keyframe
+    # back to the middle of the stretch: below it the blend is the mask frame 1 showed
+    assert (p.back, p.start, p.stop, p.earlier) == (2, 3, 5, {1: 0})
+    assert list(p.frames) == [2, 3, 4, 5] and not p.covers(2) and p.recomputes(2)
+    assert not p.recomputes(1) and not p.recomputes(6)
+    # each corrected object blends back to the middle of its own stretch
     two = {1: {0: "a", 2: "a2"}, 2: {0: "b"}}
     p = plan_run(two, {1: {0: "a", 2: "a2", 5: "x"}, 2: {0: "b", 5: "y"}}, N)
-    assert (p.back, p.start, p.earlier) == (1, 5, {1: 2, 2: 0})
+    assert (p.back, p.start, p.earlier) == (3, 5, {1: 2, 2: 0})
     # nothing between the keyframes, or forward only: no blend
     assert plan_run({1: {0: "c"}}, {1: {0: "c", 1: "d"}}, N).back is None
     q = plan_run({1: {0: "c"}}, {1: {0: "c", 4: "d"}}, N, reach_back=False)
@@ -109,10 +110,10 @@ def test_a_correction_reaches_back_to_the_previous_keyframe():
     prepared = s.prepare(engine, src)
     # a partial answer shows the frames to blend as they were until their blend comes
     assert [fp.index for fp in prepared.reused()] == [0, 1, 2, 3]
-    # forward first (what the annotator looks at next), then back towards frame 0
-    assert [fp.index for fp in s.propagate(engine, src, prepared)] == [4, 5, 6, 7, 3, 2, 1]
+    # forward first (what the annotator looks at next), then back to the middle (frame 2)
+    assert [fp.index for fp in s.propagate(engine, src, prepared)] == [4, 5, 6, 7, 3, 2]
     np.testing.assert_array_equal(s.shown(1, 0), before[0])
-    # the fake tracker carries 0.8: weights 1/4 and 2/4 keep the old mask or what both
+    # the fake tracker carries 0.8: weight 1/4 (frame 1) keeps the old mask, 2/4 what both
     # passes share; from 3/4 on the backward pass from the correction wins
     np.testing.assert_array_equal(s.shown(1, 1), before[1])
     np.testing.assert_array_equal(s.shown(1, 2), before[2] & s.shown(1, 4))
@@ -124,7 +125,7 @@ def test_a_correction_reaches_back_to_the_previous_keyframe():
     far.add_click(1, 0, Click(20, 20), label="A")
     run(far, engine, src)
     far.add_click(1, 4, Click(60, 40))
-    assert run(far, engine, src) == [4, 5, 6, 7, 3, 2, 1]
+    assert run(far, engine, src) == [4, 5, 6, 7, 3, 2]
     for f in range(4):
         np.testing.assert_array_equal(far.shown(1, f), before[f])
 
@@ -166,13 +167,14 @@ def test_a_correction_before_a_keyframe_yields_each_frame_once_after_its_blend()
     old = {f: s.shown(1, f).copy() for f in range(N)}
     s.add_click(1, 3, Click(32, 24))
     prepared = s.prepare(engine, src)
-    assert [(r.anchor, r.low, r.high) for r in prepared.reaches] == [(6, 4, 5), (3, 1, 2)]
+    # each reach from the middle of its stretch on
+    assert [(r.anchor, r.low, r.high) for r in prepared.reaches] == [(6, 5, 5), (3, 2, 2)]
     # a partial answer shows the frames to blend as they were until their blend comes
     reused = {fp.index: fp.masks[1] for fp in prepared.reused()}
-    assert sorted(reused) == [0, 1, 2, 4, 5, 6, 7]
+    assert sorted(reused) == [0, 1, 2, 5, 6, 7]
     assert all(np.array_equal(m, old[f]) for f, m in reused.items())
-    # the corrected frame first, then the stretch after it, then the one before it
-    assert [fp.index for fp in s.propagate(engine, src, prepared)] == [3, 5, 4, 2, 1]
+    # forward up to the middle of the next stretch, its blended half, then the one before
+    assert [fp.index for fp in s.propagate(engine, src, prepared)] == [3, 4, 5, 2]
     assert np.array_equal(s.shown(1, 5), _disk(44, 28)), "the keyframe on 6 still reaches 5"
     q = InteractiveSession(key(task=2), N, reach_back=False)
     q.add_click(1, 0, Click(20, 20), label="A")
@@ -197,9 +199,9 @@ def test_a_correction_reaches_other_objects_stretches_it_recomputed():
     s.add_click(1, 2, Click(26, 22))
     prepared = s.prepare(engine, src)
     assert [(r.anchor, sorted(r.masks), r.low, r.high) for r in prepared.reaches] == [
-        (7, [2], 3, 4), (5, [1], 3, 4), (2, [1], 1, 1)
+        (7, [2], 4, 4), (5, [1], 4, 4), (2, [1], 1, 1)
     ]  # fmt: skip
-    assert [fp.index for fp in s.propagate(engine, src, prepared)] == [2, 4, 3, 1]
+    assert [fp.index for fp in s.propagate(engine, src, prepared)] == [2, 3, 4, 1]
     for f in range(N):  # B's seed on 2 was its blend there: forward from it, blended again
         np.testing.assert_array_equal(s.shown(2, f), full[f], err_msg=f"frame {f}")
     assert not np.array_equal(full[4], full[0]), "B's frames 3-4 do come from the blend"
