@@ -8,9 +8,9 @@
    keyframe to frame 0 and one forward from the earliest first keyframe to the
    end; later keyframes (corrections) are injected on the way. An object uses
    the forward pass from its first keyframe on and the backward pass before it.
-   A correction's reach backward, between the corrected object's previous keyframe and the
-   correction, is :func:`blend_backward` (a backward pass blended with what those frames
-   showed).
+   A keyframe's reach backward, between an object's previous keyframe and it, is
+   :func:`splice_backward` (what those frames showed, switching to a backward pass where the
+   two agree best).
 3. **Scores and refinement.** Each (frame, object) gets a quality score in
    [0, 1]: the segmenter's score on keyframes; elsewhere the tracker's own presence
    probability where it predicts one (SAM 2 — below one half the object is *lost* there and its
@@ -31,7 +31,7 @@ import numpy as np
 
 from backend.engine import Engine
 from backend.frames import FrameSource, MediaError
-from backend.masks import pixel_of, wrong_points
+from backend.masks import CompactMask, jaccard, pixel_of, wrong_points
 from backend.refine import RefineConfig, mask_quality, refine_mask
 from backend.tracker.base import TrackedFrame
 from backend.types import Click, FramePrediction, ObjectPrompt
@@ -391,17 +391,15 @@ def same_place(a: np.ndarray, b: np.ndarray) -> bool:
     return small > 0 and 2 * np.count_nonzero(a & b) >= small
 
 
-def reach_floor(anchor: int, earlier: int) -> int:
-    """The lowest frame a backward pass from keyframe ``anchor`` can change when it is
-    blended with the forward pass from keyframe ``earlier`` (:func:`blend_backward`).
-
-    Below the middle of the stretch the pass weighs less than one half and the kept mask,
-    which is 0 or 1, outweighs it whatever it says: the blend there is the kept mask. So a
-    pass stops at the middle, which halves its work and changes no mask."""
-    return (anchor + earlier + 1) // 2
+def _seam(agreement: dict[int, float], earlier: int, anchor: int) -> int | None:
+    """The frame where a stretch switches from the forward pass to the backward one: where
+    the two agree best (``agreement``: frame → IoU), nearest the middle on ties."""
+    if not agreement:
+        return None
+    return max(agreement, key=lambda t: (agreement[t], -abs(2 * t - earlier - anchor), t))
 
 
-def blend_backward(
+def splice_backward(
     engine: Engine,
     frames: FrameSource,
     anchor: int,
@@ -413,28 +411,32 @@ def blend_backward(
     high: int | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> Iterator[FramePrediction]:
-    """A keyframe's reach backward: frames ``anchor − 1`` down to the middle of each
-    object's stretch (:func:`reach_floor`), or only ``high`` down to ``low`` of them (the pass
-    still starts on ``anchor``).
+    """A keyframe's reach backward: each object's stretch between its previous keyframe
+    ``p = earlier[obj]`` and ``anchor`` switches from the forward pass to a backward pass
+    from ``anchor`` where the two agree best.
 
     Each object of ``masks`` (its keyframe mask on ``anchor``: a correction, or a later
-    keyframe) is tracked backward from ``anchor`` and blended with the mask it kept
-    (``kept(frame)``: every object's masks and scores as they stand, come forward from the
-    object's previous keyframe ``earlier[obj]``): on frame t the backward probability weighs
-    ``(t − p) / (anchor − p)`` and the kept mask the rest, so each pass counts most near the
-    keyframe it started from.
-    Where the two masks are not in the same place (:func:`same_place`; an empty backward mask
-    never is), the passes disagree on *where* the object is and the kept mask and score stay:
-    the reach refines what a frame showed, it never moves or removes the object (a poor
-    correction of a lost object would carry its wrong region back). Other objects, and frames
-    at or before an object's ``p``, keep their masks; a blended mask never takes pixels of
-    another object. Frames are yielded from the highest down; below an object's middle it
-    keeps its mask and score.
+    keyframe) is tracked backward from ``anchor`` down to ``p + 1``; ``kept(frame)`` gives
+    every object's masks and scores as they stand, come forward from ``p``. The seam is the
+    frame where the kept and the backward mask overlap most (IoU; nearest the middle of the
+    stretch on ties): from it up to ``anchor − 1`` the object shows the backward mask and its
+    score, below it what it kept. So the two passes meet where they leave the least jump,
+    and the one that stays right for longer covers more of the stretch, with no weight to
+    choose. Where the backward mask is not in the kept one's place (:func:`same_place`; an
+    empty backward mask never is) the frame keeps its mask: the reach refines what a frame
+    showed, it never moves or removes the object (a poor correction of a lost object would
+    carry its wrong region back). Other objects keep their masks; a spliced mask never takes
+    pixels of another object.
 
-    The tracker also gets each object's mask on ``p``, which the pass never reaches: a
-    tracker may learn the object's looks there rather than from a correction that is often
-    partial (the weights-free one does, as a forward restart learns them on the first
-    keyframe). Measured on issue 17's halves: docs/benchmarks.md.
+    Only frames ``high`` down to ``low`` are spliced (default ``anchor − 1`` down to
+    ``min(earlier) + 1``), and the seam is sought among them: a caller passes the frames
+    whose kept masks are the forward pass's (after a correction, those it recomputed). The
+    seam needs the whole pass, so frames are yielded after it, from the highest down; the
+    backward masks are held compact meanwhile. The tracker also gets each object's mask on
+    ``p``, which the pass never reaches: a tracker may learn the object's looks there rather
+    than from a correction that is often partial (the weights-free one does, as a forward
+    restart learns them on the first keyframe). Measured on issue 17's halves:
+    docs/benchmarks.md.
     """
     frames = same_size(frames)
     if not masks:
@@ -442,11 +444,13 @@ def blend_backward(
     bad = [o for o in masks if not 0 <= earlier[o] < anchor]
     if bad or not 0 < anchor < len(frames):
         raise ValueError(f"backward reach needs 0 <= earlier < anchor < {len(frames)}")
-    stop = min(reach_floor(anchor, earlier[o]) for o in masks)
-    stop = stop if low is None else max(stop, low)
+    bottom = min(earlier[o] for o in masks) + 1
+    bottom = bottom if low is None else max(bottom, low)
     top = anchor - 1 if high is None else min(high, anchor - 1)
-    if stop > top:
+    if bottom > top:
         return
+    passed: dict[int, dict[int, tuple[CompactMask, float]]] = {}  # frame → obj → back, score
+    agreement: dict[int, dict[int, float]] = {o: {} for o in masks}  # obj → frame → IoU
     session = engine.tracker.start(frames)
     try:
         for oid, mask in masks.items():
@@ -454,38 +458,43 @@ def blend_backward(
             look = kept(earlier[oid])[0].get(oid)
             if look is not None and look.any():  # beyond the pass's end: looks only
                 session.add_mask(earlier[oid], oid, look)
-        for tf in session.propagate(anchor, reverse=True, stop=stop):
-            if tf.index > top:
-                continue
+        for tf in session.propagate(anchor, reverse=True, stop=bottom):
             t = tf.index
-            out_masks, out_scores = kept(t)
-            out_masks, out_scores = dict(out_masks), dict(out_scores)
+            if t > top:
+                continue
+            old_masks = kept(t)[0]
             for k, oid in enumerate(tf.obj_ids):
-                p = earlier[oid]
-                if t < reach_floor(anchor, p):
+                if oid not in masks or t <= earlier[oid]:
                     continue
                 prob = tf.probs[k + 1]
                 present = None if tf.presence is None else tf.presence.get(oid)
                 if present is not None and present < LOST_BELOW:
                     prob = np.zeros_like(prob)
                 back = prob > 0.5
-                old = out_masks.get(oid)
+                old = old_masks.get(oid)
                 if old is not None and old.any() and not same_place(old, back):
                     continue  # the passes disagree on where it is: no move, no removal
-                w = (t - p) / (anchor - p)
-                old_f = 0.0 if old is None else old.astype(np.float32)
-                blended = (1.0 - w) * old_f + w * prob > 0.5
-                for o, m in out_masks.items():
-                    if o != oid:
-                        blended &= ~m
                 quality = present if present is not None else mask_quality(prob, back, None)
-                out_masks[oid] = blended
-                out_scores[oid] = (1.0 - w) * out_scores.get(oid, 0.0) + w * float(quality)
-            yield FramePrediction(index=t, masks=out_masks, scores=out_scores)
+                passed.setdefault(t, {})[oid] = (CompactMask.encode(back), float(quality))
+                agreement[oid][t] = jaccard(old, back) if old is not None else 0.0
             if should_stop is not None and should_stop():
                 raise Cancelled("stopped")
     finally:
         session.close()
+    seams = {o: _seam(agreement[o], earlier[o], anchor) for o in masks}
+    for t in range(top, bottom - 1, -1):
+        out_masks, out_scores = kept(t)
+        out_masks, out_scores = dict(out_masks), dict(out_scores)
+        for oid, (back, quality) in passed.get(t, {}).items():
+            seam = seams[oid]
+            if seam is None or t < seam:
+                continue
+            spliced = back.decode()
+            for o, m in out_masks.items():
+                if o != oid:
+                    spliced &= ~m
+            out_masks[oid], out_scores[oid] = spliced, quality
+        yield FramePrediction(index=t, masks=out_masks, scores=out_scores)
 
 
 def _merge(

@@ -21,22 +21,20 @@ What is recomputed after a change (:func:`plan_run`):
   (exclusive) — the corrected frame keeps the clicked result, and the tracker restarts at
   ``k`` from the corrected masks (other objects from the last run's masks there) with each
   object's first keyframe to learn its looks from — and **back** down to the changed
-  object's previous keyframe (exclusive): those frames blend what they showed with a
-  backward pass from ``k``, weighted by distance, never moving the object elsewhere
-  (:func:`backend.pipeline.blend_backward`), so the frames just before a corrected one,
+  object's previous keyframe (exclusive): those frames switch from what they showed to a
+  backward pass from ``k`` where the two agree best, never moving the object elsewhere
+  (:func:`backend.pipeline.splice_backward`), so the frames just before a corrected one,
   usually as wrong as it was, improve too.
   Frames outside that range, keyframes included, are reused. ``reach_back=False`` keeps
   every frame before ``k``;
 * everything otherwise (first click, a new object, a removed keyframe, a change on an
   object's first keyframe, changes on several frames).
 
-Every frame between two keyframes of an object blends the forward pass from the earlier
-one with a backward pass from the later one (:class:`Reach`), in a full run as after a
-correction (the frames it propagated forward blend again from the next keyframe), so the
-masks are those of the prompts whatever order they came in. A backward pass runs from its
-keyframe down to the middle of the stretch only: below it the forward mask outweighs the
-pass whatever it says (:func:`backend.pipeline.reach_floor`), so those frames keep their
-masks and scores. ``reach_back=False`` blends nothing.
+Every stretch between two keyframes of an object splices the forward pass from the earlier
+one and a backward pass from the later one (:class:`Reach`), in a full run as after a
+correction (the frames it propagated forward are spliced again with a pass from the next
+keyframe), so the masks are those of the prompts whatever order they came in.
+``reach_back=False`` splices nothing.
 
 A click on a frame corrects the mask shown there: when a frame's prompts change, the
 mask shown on that frame becomes the segmenter's prior (a painted mask on the frame takes
@@ -69,10 +67,9 @@ from backend.frames import FrameSource
 from backend.masks import CompactMask
 from backend.pipeline import (
     Keyframe,
-    blend_backward,
-    reach_floor,
     segment_keyframes,
     segment_video,
+    splice_backward,
 )
 from backend.types import Box, Click, FramePrediction, ObjectPrompt
 
@@ -132,15 +129,14 @@ class RunPlan:
     """Which frames a run recomputes; the others come from the last run.
 
     A forward plan propagates ``start`` .. ``stop``; with ``back`` < ``start`` it also
-    blends frames ``back`` .. ``start − 1`` with a backward pass from ``start`` for the
-    corrected objects ``earlier`` (object → its previous keyframe); ``back`` is the middle
-    of the stretch (:func:`backend.pipeline.reach_floor`)."""
+    splices frames ``back`` .. ``start − 1`` with a backward pass from ``start`` for the
+    corrected objects ``earlier`` (object → its previous keyframe)."""
 
     kind: PlanKind
     start: int = 0
     stop: int = -1  # inclusive
     reason: str = ""
-    back: int | None = None  # first blended frame (forward plans); None: start
+    back: int | None = None  # first spliced frame (forward plans); None: start
     earlier: dict[int, int] = field(default_factory=dict)
 
     def covers(self, frame: int) -> bool:
@@ -148,7 +144,7 @@ class RunPlan:
         return self.kind is not PlanKind.NONE and self.start <= frame <= self.stop
 
     def recomputes(self, frame: int) -> bool:
-        """Whether the run gives ``frame`` anew (propagated or blended)."""
+        """Whether the run gives ``frame`` anew (propagated or spliced)."""
         return self.kind is not PlanKind.NONE and self.first <= frame <= self.stop
 
     @property
@@ -195,11 +191,11 @@ def plan_run(
         if later:
             stop = min(stop, min(later) - 1)
     earlier = {o: max(f for f in current[o] if f < k) for o in sorted(oids)}
-    back = min(reach_floor(k, p) for p in earlier.values())
+    back = min(earlier.values()) + 1
     if not reach_back or back >= k:
         return RunPlan(PlanKind.FORWARD, k, stop, f"correction on frame {k}")
     return RunPlan(
-        PlanKind.FORWARD, k, stop, f"correction on frame {k}, blended back to {back}", back,
+        PlanKind.FORWARD, k, stop, f"correction on frame {k}, spliced back to {back}", back,
         earlier,
     )  # fmt: skip
 
@@ -265,11 +261,11 @@ class Run:
 
 @dataclass(frozen=True)
 class Reach:
-    """A backward pass from an object's keyframe ``anchor``, blended into frames ``low`` ..
-    ``high`` after its previous keyframe (:func:`backend.pipeline.blend_backward`).
+    """A backward pass from an object's keyframe ``anchor``, spliced into frames ``low`` ..
+    ``high`` after its previous keyframe (:func:`backend.pipeline.splice_backward`).
 
     ``masks``: the keyframe masks on ``anchor`` of the objects it carries; ``earlier``: each
-    one's previous keyframe, whose forward pass it is blended with."""
+    one's previous keyframe, whose forward pass it is spliced with."""
 
     anchor: int
     masks: dict[int, CompactMask]
@@ -297,12 +293,12 @@ class Prepared:
     reaches: list[Reach] = field(default_factory=list)  # in the order they run
 
     def held(self) -> set[int]:
-        """Frames a reach blends: each is yielded once, when its last reach is done."""
+        """Frames a reach splices: each is yielded once, when its last reach is done."""
         return {t for r in self.reaches for t in r.frames}
 
     def reused(self, obj_ids: Iterable[int] | None = None) -> Iterator[FramePrediction]:
         """Frames of the last run this run does not propagate, decoded, in frame order: those
-        outside the plan, and those a reach blends (shown as they were until their blend
+        outside the plan, and those a reach splices (shown as they were until their splice
         comes, so a partial answer has no holes)."""
         if self.base is None:
             return
@@ -585,7 +581,7 @@ class InteractiveSession:
         should_stop=None,
     ) -> Iterator[FramePrediction]:
         """Yield every frame the plan recomputes (all objects), each once: forward from the
-        plan's start, a frame a reach blends when its blend is done. On completion the run
+        plan's start, a frame a reach splices when its splice is done. On completion the run
         becomes the session's last run and the answered objects' shown masks."""
         plan = prepared.plan
         computed: dict[int, FrameMasks] = {}
@@ -614,7 +610,7 @@ class InteractiveSession:
 
             for reach in prepared.reaches:
                 masks = {o: m.decode() for o, m in reach.masks.items()}
-                for fp in blend_backward(engine, frames, reach.anchor, masks, reach.earlier, kept,
+                for fp in splice_backward(engine, frames, reach.anchor, masks, reach.earlier, kept,
                                          low=reach.low, high=reach.high,
                                          should_stop=should_stop):  # fmt: skip
                     computed[fp.index] = _encode(fp)
@@ -688,17 +684,17 @@ class InteractiveSession:
     def _reaches(
         self, plan: RunPlan, records: dict[tuple[int, int], _KeyframeRecord]
     ) -> list[Reach]:
-        """The backward passes the plan blends, in the order they run.
+        """The backward passes the plan splices, in the order they run.
 
         Every frame between two keyframes of an object shows the forward pass from the
-        earlier one blended with a backward pass from the later one, whichever order the
-        keyframes came in. A full run blends every such stretch. A correction on frame k
-        blends what it propagated forward (frames k + 1 .. stop, from each object's next
+        earlier one spliced with a backward pass from the later one, whichever order the
+        keyframes came in. A full run splices every such stretch. A correction on frame k
+        splices what it propagated forward (frames k + 1 .. stop, from each object's next
         keyframe), then its corrected objects' stretch before k (``plan.back``). Without
-        ``reach_back`` nothing is blended."""
+        ``reach_back`` nothing is spliced."""
         if plan.kind is PlanKind.NONE or not self.reach_back:
             return []
-        after = plan.start if plan.kind is PlanKind.FORWARD else -1  # blend frames > after
+        after = plan.start if plan.kind is PlanKind.FORWARD else -1  # splice frames > after
         groups: dict[int, tuple[dict[int, CompactMask], dict[int, int]]] = {}
         for oid, obj in self._objects.items():
             ks = obj.keyframes
@@ -711,7 +707,7 @@ class InteractiveSession:
                     masks[oid], earlier[oid] = rec.mask, p
         reaches = []
         for anchor, (masks, earlier) in sorted(groups.items(), reverse=True):
-            low = max(after + 1, min(reach_floor(anchor, p) for p in earlier.values()))
+            low = max(after, min(earlier.values())) + 1
             high = min(anchor - 1, plan.stop)
             if low <= high:
                 reaches.append(Reach(anchor, masks, earlier, low, high))

@@ -61,8 +61,8 @@ def test_correction_click_refines_the_shown_mask_and_reaches_back_to_the_keyfram
     np.testing.assert_array_equal(priors[1] > 0.5, rle.decode(shown3["value"]["rle"], 240, 320))
     by_frame = {r["item_index"]: r for r in second["result"]}
     assert sorted(by_frame) == list(range(6))
-    # frames 1-2 blend the kept masks with a backward pass from frame 3 (weights 1/3, 2/3
-    # for the backward pass): the fake tracker's 0.8 keeps frame 1 and gives frame 2 anew
+    # frames 1-2 splice the kept masks and a backward pass from frame 3: the fake tracker's
+    # passes agree alike on both, so they meet at the later middle frame, 2
     changed = [
         f for f in range(6) if by_frame[f]["value"]["rle"] != first["result"][f]["value"]["rle"]
     ]
@@ -87,11 +87,11 @@ def test_a_correction_between_keyframes_reaches_the_next_keyframe_only(tmp_path)
     before = {r["item_index"]: r["value"]["rle"] for r in first["result"]}
     after = {r["item_index"]: r["value"]["rle"] for r in second["results"][0]["result"]}
     assert sorted(after) == list(range(6))
-    # frames 2-3 re-propagated; frame 1 blended halfway with a backward pass from frame 2
-    # keeps what both passes agree on: the overlap of the old and the corrected disk
+    # frames 2-3 re-propagated; frame 1, the only one between frame 0 and the correction, is
+    # where the passes meet: it takes the backward pass from frame 2
     assert [f for f in range(6) if after[f] != before[f]] == [1, 2, 3]
     old, new, mid = (rle.decode(d[f], 240, 320) for d, f in ((before, 1), (after, 2), (after, 1)))
-    assert mid.any() and np.array_equal(mid, old & new)
+    assert np.array_equal(mid, new) and not np.array_equal(mid, old)
 
 
 def test_other_labels_are_tracked_jointly_but_not_returned(tmp_path):

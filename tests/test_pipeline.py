@@ -192,71 +192,65 @@ def _box(y0, y1, x0, x1, h=60, w=80):
     return m
 
 
-def test_blend_backward_weighs_each_pass_by_its_distance_and_spares_other_objects():
-    from backend.pipeline import blend_backward
-
-    old = _box(10, 30, 10, 30)  # object 1 as the forward pass from frame 0 left it
-    other = _box(30, 50, 35, 70)  # object 2, untouched by the correction
-    corrected = _box(14, 34, 14, 40)  # object 1's corrected mask on frame 4: overlaps both
-
-    def kept(t):
-        return {1: old, 2: other}, {1: 0.4, 2: 0.7}
-
-    out = list(blend_backward(fake_engine(), frames(), 4, {1: corrected}, {1: 0}, kept))
-    assert [fp.index for fp in out] == [3, 2], "frame 1 (weight 1/4) would keep its mask"
-    by = {fp.index: fp for fp in out}
-    # the fake tracker carries 0.8: frame 3 (weight 3/4) takes the corrected mask, frame 2
-    # (2/4) only what both share
-    assert np.array_equal(by[3].masks[1], corrected & ~other), "never takes object 2's pixels"
-    assert np.array_equal(by[2].masks[1], old & corrected) and by[2].masks[1].any()
-    assert all(np.array_equal(fp.masks[2], other) and fp.scores[2] == 0.7 for fp in out)
+def test_splice_backward_switches_where_the_passes_agree_best_and_spares_other_objects():
+    from backend.pipeline import splice_backward
     from backend.refine import mask_quality
 
+    other = _box(30, 50, 35, 70)  # object 2, untouched by the correction
+    corrected = _box(14, 34, 14, 40)  # object 1's corrected mask on frame 4: overlaps both
+    # object 1 as the forward pass from frame 0 left it: IoU with the corrected mask (which
+    # the fake tracker carries back unchanged) 0.39 on frame 1, 0.92 on 2, 0.60 on 3
+    old = {1: _box(10, 30, 10, 30), 2: _box(14, 34, 14, 38), 3: _box(12, 32, 12, 34)}
+    old[0] = old[1]  # the keyframe on 0: the pass's looks
+
+    def kept(t):
+        return {1: old[t], 2: other}, {1: 0.4, 2: 0.7}
+
+    out = list(splice_backward(fake_engine(), frames(), 4, {1: corrected}, {1: 0}, kept))
+    assert [fp.index for fp in out] == [3, 2, 1]
+    by = {fp.index: fp for fp in out}
+    # the seam is frame 2, where the passes agree best: from it on the backward mask
+    for t in (2, 3):
+        assert np.array_equal(by[t].masks[1], corrected & ~other), "never takes object 2's"
+    assert np.array_equal(by[1].masks[1], old[1]) and by[1].scores[1] == 0.4
     q = mask_quality(0.8 * corrected.astype(np.float32), corrected, None)
-    assert by[2].scores[1] == pytest.approx(0.5 * 0.4 + 0.5 * q)
-    assert by[3].scores[1] == pytest.approx(0.25 * 0.4 + 0.75 * q)
+    assert by[2].scores[1] == pytest.approx(q) and by[3].scores[1] == pytest.approx(q)
+    assert all(np.array_equal(fp.masks[2], other) and fp.scores[2] == 0.7 for fp in out)
 
 
-@pytest.mark.parametrize("span", range(1, 12))
-def test_below_the_reach_floor_the_blend_is_the_kept_mask_whatever_the_pass_says(span):
-    """Where the backward pass weighs less than one half, a kept 0 or 1 outweighs any
-    probability: the pass can stop at :func:`reach_floor`, which is the first frame where it
-    can change a mask."""
-    from backend.pipeline import reach_floor
+def test_the_seam_is_where_the_passes_agree_best_nearest_the_middle_on_ties():
+    from backend.pipeline import _seam
 
-    p = 3
-    anchor = p + span
-    prob = np.linspace(0.0, 1.0, 101)
-    for t in range(p + 1, anchor):
-        w = (t - p) / (anchor - p)
-        kept = [((1.0 - w) * old + w * prob > 0.5) == bool(old) for old in (0.0, 1.0)]
-        assert all(k.all() for k in kept) == (t < reach_floor(anchor, p)), t
+    assert _seam({1: 0.2, 2: 0.9, 3: 0.5}, 0, 4) == 2
+    assert _seam({1: 0.5, 2: 0.5, 3: 0.5}, 0, 4) == 2, "the middle of 0..4"
+    assert _seam({1: 0.5, 2: 0.5, 3: 0.5, 4: 0.5}, 0, 5) == 3, "two middles: the later"
+    assert _seam({5: 0.7, 9: 0.7}, 0, 10) == 5
+    assert _seam({}, 0, 4) is None
 
 
-def test_blend_backward_stops_at_the_previous_keyframe_and_on_request():
-    from backend.pipeline import blend_backward
+def test_splice_backward_stops_at_the_previous_keyframe_and_on_request():
+    from backend.pipeline import splice_backward
 
     def kept(t):
         return {1: _box(0, 10, 0, 10)}, {1: 0.5}
 
-    out = list(blend_backward(fake_engine(), frames(), 6, {1: _box(5, 20, 5, 20)}, {1: 3}, kept))
-    assert [fp.index for fp in out] == [5], "the stretch's upper half only"
-    out = list(blend_backward(fake_engine(), frames(), 7, {1: _box(5, 20, 5, 20)}, {1: 0}, kept))
-    assert [fp.index for fp in out] == [6, 5, 4]
+    out = list(splice_backward(fake_engine(), frames(), 6, {1: _box(5, 20, 5, 20)}, {1: 3}, kept))
+    assert [fp.index for fp in out] == [5, 4], "frames after the previous keyframe only"
     assert (
-        list(blend_backward(fake_engine(), frames(), 4, {1: _box(0, 5, 0, 5)}, {1: 3}, kept)) == []
+        list(splice_backward(fake_engine(), frames(), 4, {1: _box(0, 5, 0, 5)}, {1: 3}, kept)) == []
     )
     with pytest.raises(Cancelled):
-        list(blend_backward(fake_engine(), frames(), 6, {1: _box(5, 20, 5, 20)}, {1: 0}, kept,
+        list(splice_backward(fake_engine(), frames(), 6, {1: _box(5, 20, 5, 20)}, {1: 0}, kept,
                             should_stop=lambda: True))  # fmt: skip
     with pytest.raises(ValueError):
-        list(blend_backward(fake_engine(), frames(), 4, {1: _box(0, 5, 0, 5)}, {1: 4}, kept))
+        list(splice_backward(fake_engine(), frames(), 4, {1: _box(0, 5, 0, 5)}, {1: 4}, kept))
 
 
-def test_blend_backward_yields_only_the_frames_asked_for():
-    """``low``/``high`` pick the frames to blend; the pass still starts on the anchor, and
-    frames above ``high`` are neither asked about nor yielded."""
-    from backend.pipeline import blend_backward
+def test_splice_backward_yields_only_the_frames_asked_for():
+    """``low``/``high`` pick the frames to splice and to seek the seam among; the pass
+    still starts on the anchor, and frames above ``high`` are neither asked about nor
+    yielded."""
+    from backend.pipeline import splice_backward
 
     asked = []
 
@@ -265,13 +259,13 @@ def test_blend_backward_yields_only_the_frames_asked_for():
         return {1: _box(0, 10, 0, 10)}, {1: 0.5}
 
     engine = fake_engine()
-    out = list(blend_backward(engine, frames(), 7, {1: _box(2, 12, 2, 12)}, {1: 1}, kept,
-                              low=3, high=5))  # fmt: skip
-    assert [fp.index for fp in out] == [5, 4], "low=3 is below the middle (4)"
-    assert sorted(set(asked)) == [1, 4, 5], "frame 1: the looks; frame 6: not asked"
+    out = list(splice_backward(engine, frames(), 7, {1: _box(2, 12, 2, 12)}, {1: 1}, kept,
+                               low=3, high=5))  # fmt: skip
+    assert [fp.index for fp in out] == [5, 4, 3]
+    assert sorted(set(asked)) == [1, 3, 4, 5], "frame 1: the looks; 3-5: the seam, the output"
     (session,) = engine.tracker.sessions
     assert [(f, o) for f, o, _ in session.added] == [(7, 1), (1, 1)]
-    assert list(blend_backward(engine, frames(), 7, {1: _box(2, 12, 2, 12)}, {1: 1}, kept,
+    assert list(splice_backward(engine, frames(), 7, {1: _box(2, 12, 2, 12)}, {1: 1}, kept,
                                low=5, high=4)) == []  # fmt: skip
 
 
@@ -288,13 +282,13 @@ def test_same_place_needs_half_of_the_smaller_mask_inside_the_other():
     assert not same_place(big, empty) and not same_place(empty, empty)
 
 
-def test_blend_backward_never_moves_or_removes_the_object():
+def test_splice_backward_never_moves_or_removes_the_object():
     """Where the backward mask is not in the kept one's place — elsewhere, touching it only
     at its edge, or the tracker's presence is below one half (SAM 2's object score: absent)
     — the kept mask and score stay."""
     from dataclasses import replace
 
-    from backend.pipeline import blend_backward
+    from backend.pipeline import splice_backward
 
     engine = fake_engine()
     start = engine.tracker.start
@@ -317,11 +311,12 @@ def test_blend_backward_never_moves_or_removes_the_object():
     def kept(t):
         return {1: old}, {1: 0.5}
 
-    by = {fp.index: fp for fp in blend_backward(engine, frames(), 4, {1: near}, {1: 0}, kept)}
-    assert np.array_equal(by[3].masks[1], near)
-    assert by[3].scores[1] == pytest.approx(0.25 * 0.5 + 0.75 * 0.9)
+    by = {fp.index: fp for fp in splice_backward(engine, frames(), 4, {1: near}, {1: 0}, kept)}
+    # frames 1 and 3 agree alike; the seam is the later (3), not frame 2, where it is absent
+    assert np.array_equal(by[3].masks[1], near) and by[3].scores[1] == pytest.approx(0.9)
     assert np.array_equal(by[2].masks[1], old) and by[2].scores[1] == 0.5, "absent on 2: kept"
+    assert np.array_equal(by[1].masks[1], old) and by[1].scores[1] == 0.5
     for far in (_box(40, 55, 50, 75), _box(26, 46, 26, 46)):  # elsewhere; touching the edge
-        out = list(blend_backward(engine, frames(), 4, {1: far}, {1: 0}, kept))
-        assert [fp.index for fp in out] == [3, 2]
+        out = list(splice_backward(engine, frames(), 4, {1: far}, {1: 0}, kept))
+        assert [fp.index for fp in out] == [3, 2, 1]
         assert all(np.array_equal(fp.masks[1], old) and fp.scores[1] == 0.5 for fp in out)

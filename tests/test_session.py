@@ -54,15 +54,14 @@ def test_plan_rules():
 
 def test_plan_reaches_back_to_the_previous_keyframe():
     p = plan_run({1: {0: "c0", 6: "c6"}}, {1: {0: "c0", 3: "c3", 6: "c6"}}, N)
-    # back to the middle of the stretch: below it the blend is the mask frame 1 showed
-    assert (p.back, p.start, p.stop, p.earlier) == (2, 3, 5, {1: 0})
-    assert list(p.frames) == [2, 3, 4, 5] and not p.covers(2) and p.recomputes(2)
-    assert not p.recomputes(1) and not p.recomputes(6)
-    # each corrected object blends back to the middle of its own stretch
+    assert (p.back, p.start, p.stop, p.earlier) == (1, 3, 5, {1: 0})
+    assert list(p.frames) == [1, 2, 3, 4, 5] and not p.covers(2) and p.recomputes(2)
+    assert not p.recomputes(0) and not p.recomputes(6)
+    # each corrected object reaches back to its own previous keyframe
     two = {1: {0: "a", 2: "a2"}, 2: {0: "b"}}
     p = plan_run(two, {1: {0: "a", 2: "a2", 5: "x"}, 2: {0: "b", 5: "y"}}, N)
-    assert (p.back, p.start, p.earlier) == (3, 5, {1: 2, 2: 0})
-    # nothing between the keyframes, or forward only: no blend
+    assert (p.back, p.start, p.earlier) == (1, 5, {1: 2, 2: 0})
+    # nothing between the keyframes, or forward only: no splice
     assert plan_run({1: {0: "c"}}, {1: {0: "c", 1: "d"}}, N).back is None
     q = plan_run({1: {0: "c"}}, {1: {0: "c", 4: "d"}}, N, reach_back=False)
     assert (q.back, list(q.frames)) == (None, [4, 5, 6, 7])
@@ -108,15 +107,15 @@ def test_a_correction_reaches_back_to_the_previous_keyframe():
     before = [s.shown(1, f).copy() for f in range(N)]
     s.add_click(1, 4, Click(32, 24))  # its disk shares over half of the one from frame 0
     prepared = s.prepare(engine, src)
-    # a partial answer shows the frames to blend as they were until their blend comes
+    # a partial answer shows the frames to splice as they were until their splice comes
     assert [fp.index for fp in prepared.reused()] == [0, 1, 2, 3]
-    # forward first (what the annotator looks at next), then back to the middle (frame 2)
-    assert [fp.index for fp in s.propagate(engine, src, prepared)] == [4, 5, 6, 7, 3, 2]
+    # forward first (what the annotator looks at next), then back towards frame 0
+    assert [fp.index for fp in s.propagate(engine, src, prepared)] == [4, 5, 6, 7, 3, 2, 1]
     np.testing.assert_array_equal(s.shown(1, 0), before[0])
-    # the fake tracker carries 0.8: weight 1/4 (frame 1) keeps the old mask, 2/4 what both
-    # passes share; from 3/4 on the backward pass from the correction wins
+    # the fake tracker carries masks unchanged, so the passes agree alike on frames 1-3 and
+    # the seam is the middle, frame 2: below it the old mask, from it the correction's
     np.testing.assert_array_equal(s.shown(1, 1), before[1])
-    np.testing.assert_array_equal(s.shown(1, 2), before[2] & s.shown(1, 4))
+    np.testing.assert_array_equal(s.shown(1, 2), s.shown(1, 4))
     np.testing.assert_array_equal(s.shown(1, 3), s.shown(1, 4))
     assert not np.array_equal(s.shown(1, 3), before[3])
     assert s.plan().kind is PlanKind.NONE
@@ -125,7 +124,7 @@ def test_a_correction_reaches_back_to_the_previous_keyframe():
     far.add_click(1, 0, Click(20, 20), label="A")
     run(far, engine, src)
     far.add_click(1, 4, Click(60, 40))
-    assert run(far, engine, src) == [4, 5, 6, 7, 3, 2]
+    assert run(far, engine, src) == [4, 5, 6, 7, 3, 2, 1]
     for f in range(4):
         np.testing.assert_array_equal(far.shown(1, f), before[f])
 
@@ -135,8 +134,8 @@ def _disk(x, y, h=60, w=80):
     return (xx - x) ** 2 + (yy - y) ** 2 <= 20**2
 
 
-def test_every_stretch_between_keyframes_is_blended_whatever_the_click_order():
-    """Frames between two keyframes blend the forward pass from the earlier one with a
+def test_every_stretch_between_keyframes_is_spliced_whatever_the_click_order():
+    """Frames between two keyframes splice the forward pass from the earlier one and a
     backward pass from the later one, whether the keyframes came in one run or one by one,
     in any order: a correction does not undo the reach of a later keyframe."""
     engine, src = fake_engine(), frames()
@@ -151,14 +150,14 @@ def test_every_stretch_between_keyframes_is_blended_whatever_the_click_order():
         run(s, engine, src)
         shown[order] = [s.shown(1, f) for f in range(N)]
     a, b, c = (_disk(int(k.x), int(k.y)) for k in clicks.values())
-    # the fake tracker carries 0.8: the backward pass wins from weight 2/3 on
+    # the fake tracker's passes agree alike everywhere: each seam is the later middle frame
     expected = [a, a, b, b, b, c, c, c]
     for order, masks in shown.items():
         for f in range(N):
             np.testing.assert_array_equal(masks[f], expected[f], err_msg=f"{order}, frame {f}")
 
 
-def test_a_correction_before_a_keyframe_yields_each_frame_once_after_its_blend():
+def test_a_correction_before_a_keyframe_yields_each_frame_once_after_its_splice():
     engine, src = fake_engine(), frames()
     s = InteractiveSession(key(), N)
     s.add_click(1, 0, Click(20, 20), label="A")
@@ -167,14 +166,13 @@ def test_a_correction_before_a_keyframe_yields_each_frame_once_after_its_blend()
     old = {f: s.shown(1, f).copy() for f in range(N)}
     s.add_click(1, 3, Click(32, 24))
     prepared = s.prepare(engine, src)
-    # each reach from the middle of its stretch on
-    assert [(r.anchor, r.low, r.high) for r in prepared.reaches] == [(6, 5, 5), (3, 2, 2)]
-    # a partial answer shows the frames to blend as they were until their blend comes
+    assert [(r.anchor, r.low, r.high) for r in prepared.reaches] == [(6, 4, 5), (3, 1, 2)]
+    # a partial answer shows the frames to splice as they were until their splice comes
     reused = {fp.index: fp.masks[1] for fp in prepared.reused()}
-    assert sorted(reused) == [0, 1, 2, 5, 6, 7]
+    assert sorted(reused) == [0, 1, 2, 4, 5, 6, 7]
     assert all(np.array_equal(m, old[f]) for f, m in reused.items())
-    # forward up to the middle of the next stretch, its blended half, then the one before
-    assert [fp.index for fp in s.propagate(engine, src, prepared)] == [3, 4, 5, 2]
+    # the corrected frame first, then the stretch after it, then the one before it
+    assert [fp.index for fp in s.propagate(engine, src, prepared)] == [3, 5, 4, 2, 1]
     assert np.array_equal(s.shown(1, 5), _disk(44, 28)), "the keyframe on 6 still reaches 5"
     q = InteractiveSession(key(task=2), N, reach_back=False)
     q.add_click(1, 0, Click(20, 20), label="A")
@@ -186,7 +184,7 @@ def test_a_correction_before_a_keyframe_yields_each_frame_once_after_its_blend()
 
 
 def test_a_correction_reaches_other_objects_stretches_it_recomputed():
-    """Another object's stretch that the correction re-propagated is blended again from its
+    """Another object's stretch that the correction re-propagated is spliced again from its
     next keyframe, even one past the frames recomputed."""
     engine, src = fake_engine(), frames(w=120)  # A and B never meet
     s = InteractiveSession(key(), N)
@@ -199,12 +197,12 @@ def test_a_correction_reaches_other_objects_stretches_it_recomputed():
     s.add_click(1, 2, Click(26, 22))
     prepared = s.prepare(engine, src)
     assert [(r.anchor, sorted(r.masks), r.low, r.high) for r in prepared.reaches] == [
-        (7, [2], 4, 4), (5, [1], 4, 4), (2, [1], 1, 1)
+        (7, [2], 3, 4), (5, [1], 3, 4), (2, [1], 1, 1)
     ]  # fmt: skip
-    assert [fp.index for fp in s.propagate(engine, src, prepared)] == [2, 3, 4, 1]
-    for f in range(N):  # B's seed on 2 was its blend there: forward from it, blended again
+    assert [fp.index for fp in s.propagate(engine, src, prepared)] == [2, 4, 3, 1]
+    for f in range(N):  # B's seed on 2 was the full run's: forward from it, spliced again
         np.testing.assert_array_equal(s.shown(2, f), full[f], err_msg=f"frame {f}")
-    assert not np.array_equal(full[4], full[0]), "B's frames 3-4 do come from the blend"
+    assert not np.array_equal(full[4], full[0]), "B's frame 4 does come from the splice"
 
 
 def test_correction_prior_is_the_shown_mask_and_sticky():

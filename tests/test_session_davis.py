@@ -63,7 +63,7 @@ def test_negative_click_on_a_leak_carries_forward(clip):
     list(session.run(engine, frames))
     after = _shown(session, n)
     np.testing.assert_array_equal(after[0], before[0], err_msg="the keyframe is reused")
-    # the frames between the keyframe and the correction blend in a backward pass from it:
+    # the frames between the keyframe and the correction splice in a backward pass from it:
     # what the removed leak's backward pass agrees on, never a larger leak
     between = range(1, k)
     leak = [sum(int((m[f] & ~gt[f]).sum()) for f in between) for m in (before, after)]

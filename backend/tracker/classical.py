@@ -791,7 +791,7 @@ class ClassicalTrackerSession:
 
         A forward pass restarted at a correction (the server's quick path) then learns an
         object's colours where a full run would, on its first keyframe; a backward pass from a
-        correction (``pipeline.blend_backward``) learns them on the keyframe it heads for.
+        correction (``pipeline.splice_backward``) learns them on the keyframe it heads for.
         Either way the start frame's mask counts as a later keyframe (shape and size only).
         Measured: docs/benchmarks.md (issue 17, second round).
         """

@@ -90,7 +90,7 @@ def test_clicks_correction_box_two_objects_backward(served):
     a_first = by_frame(first, "A")
     assert set(a_first) <= set(range(FRAMES)) and 0 in a_first
 
-    # a correction on frame 2: frames 2.. are propagated again, frame 1 blended with a
+    # a correction on frame 2: frames 2.. are propagated again, frame 1 spliced with a
     # backward pass from frame 2, the keyframe 0 kept as it was
     runs.clear()
     corrected = answer(client, body(1, urls, click, kp(20, 20, 2, positive=False)))

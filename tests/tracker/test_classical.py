@@ -582,7 +582,7 @@ def test_weighing_the_ring_keeps_the_swans_reflection_out():
 
 
 def test_backward_pass_from_a_sloppy_correction_learns_the_earlier_keyframes_colours():
-    """The backward reach of a correction (``pipeline.blend_backward``): a sloppy correction on
+    """The backward reach of a correction (``pipeline.splice_backward``): a sloppy correction on
     frame 12 tracked back towards the keyframe on frame 0, which the pass never reaches. Given
     that keyframe, the colours learnt there trim the margin; without it they do not."""
     frames, masks = _clip([(30 + 5 * i, 60) for i in range(14)])
