@@ -5,8 +5,8 @@ ground-truth mask painted on frame 2n/3, then a corrective click on frame n/3. T
 correction's run (keyframe segmentation and propagation), side by side:
 
 * ``forward``: frames n/3 .. 2n/3 − 1 forward only (``InteractiveSession(reach_back=False)``);
-* ``back``: the session's default — the same, blended with a backward pass from the keyframe
-  on 2n/3, and the frames before n/3 blended with one from the correction
+* ``back``: the session's default — the same, spliced with a backward pass from the keyframe
+  on 2n/3, and the frames before n/3 spliced with one from the correction
   (docs/architecture.md, *Corrections*).
 
 Usage::

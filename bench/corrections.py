@@ -6,8 +6,8 @@ Runs the interactive protocol on issue 17's halves four ways, side by side:
 * ``forward``: a correction on frame k re-propagates k onward only; the frames before it are
   kept (``InteractiveSession(reach_back=False)``);
 * ``back``: what the session does by default — the same, plus the frames between the
-  object's previous keyframe and k blended with a backward pass from k
-  (:func:`backend.pipeline.blend_backward`), and every other stretch between two keyframes
+  object's previous keyframe and k spliced with a backward pass from k
+  (:func:`backend.pipeline.splice_backward`), and every other stretch between two keyframes
   with a backward pass from the later one;
 
 each with the simulated annotator's corrective clicks (``--corrections click``) and with the
