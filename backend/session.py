@@ -65,12 +65,7 @@ import numpy as np
 from backend.engine import Engine
 from backend.frames import FrameSource
 from backend.masks import CompactMask
-from backend.pipeline import (
-    Keyframe,
-    segment_keyframes,
-    segment_video,
-    splice_backward,
-)
+from backend.pipeline import Keyframe, segment_keyframes, segment_video, splice_backward
 from backend.types import Box, Click, FramePrediction, ObjectPrompt
 
 log = logging.getLogger(__name__)
