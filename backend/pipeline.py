@@ -421,8 +421,9 @@ def splice_backward(
     frame where the kept and the backward mask overlap most (IoU; nearest the middle of the
     stretch on ties): from it up to ``anchor − 1`` the object shows the backward mask and its
     score, below it what it kept. So the two passes meet where they leave the least jump,
-    and the one that stays right for longer covers more of the stretch, with no weight to
-    choose. Where the backward mask is not in the kept one's place (:func:`same_place`; an
+    with no weight to choose; when one pass drifts early, the two tend to agree best near the
+    other's keyframe, which then covers more of the stretch (not always: docs/benchmarks.md,
+    issue 17, fourteenth round, goat). Where the backward mask is not in the kept one's place (:func:`same_place`; an
     empty backward mask never is) the frame keeps its mask: the reach refines what a frame
     showed, it never moves or removes the object (a poor correction of a lost object would
     carry its wrong region back). Other objects keep their masks; a spliced mask never takes
