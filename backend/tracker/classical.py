@@ -491,6 +491,26 @@ def _recent_models(
     return _models_from_mask(recent_idx, mask, 1 << (3 * cfg.recent_bits), ring_px, cfg)
 
 
+def _colour_models(
+    idx: np.ndarray,
+    recent_idx: np.ndarray,
+    mask: np.ndarray,
+    ring_px: int,
+    cfg: ClassicalTrackerConfig,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The anchored (object, surroundings) and the recent colour models of ``mask``, as
+    :class:`_ObjectState` holds them."""
+    bins = 1 << (3 * cfg.color_bits)
+    return (*_models_from_mask(idx, mask, bins, ring_px, cfg),
+            *_recent_models(recent_idx, mask, ring_px, cfg))  # fmt: skip
+
+
+def colour_bins(small: np.ndarray, cfg: ClassicalTrackerConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Each pixel's colour bin at ``color_bits`` and at ``recent_bits`` (:func:`coarse_index`)."""
+    idx = color_index(small, cfg.color_bits)
+    return idx, coarse_index(idx, cfg.color_bits, cfg.recent_bits)
+
+
 @dataclass
 class _FrameContext:
     """Per-frame quantities shared by all objects (working size)."""
@@ -571,14 +591,13 @@ class ClassicalTrackerSession:
         wsize = (max(1, int(round(w * s))), max(1, int(round(h * s))))
         grid = np.dstack(np.meshgrid(np.arange(wsize[0]), np.arange(wsize[1]))).astype(np.float32)
         flow_engine = cv2.DISOpticalFlow_create(cfg.flow_preset)
-        bins = 1 << (3 * cfg.color_bits)
         ring_px = max(2, int(cfg.band * max(wsize)))
 
         small = resize_to(frame, wsize)
-        idx = color_index(small, cfg.color_bits)
+        bins_now = colour_bins(small, cfg)
         states: dict[int, _ObjectState] = {}
-        self._learn_earlier(prompts, start, states, wsize, bins, ring_px)
-        self._apply_keyframe(prompts.get(start, {}), states, idx, wsize, bins, ring_px)
+        self._learn_earlier(prompts, start, states, wsize, ring_px)
+        self._apply_keyframe(prompts.get(start, {}), states, bins_now, wsize, ring_px)
         prev_gray, prev_small = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY), small
         yield self._emit(start, obj_ids, states, frame, small, keyframe=prompts.get(start))
 
@@ -589,7 +608,8 @@ class ClassicalTrackerSession:
             if frame.shape[:2] != (h, w):
                 raise ValueError(f"frame {t} is {frame.shape[:2]}, expected {(h, w)}")
             small = resize_to(frame, wsize)
-            idx = color_index(small, cfg.color_bits)
+            bins_now = colour_bins(small, cfg)
+            idx, recent_idx = bins_now
             # A repeated frame brings no new evidence: stepping would only re-decide the
             # boundary band again, and each re-decision drifts (bench/still_video.py).
             if not np.array_equal(small, prev_small):
@@ -598,7 +618,7 @@ class ClassicalTrackerSession:
                 ctx = _FrameContext(
                     small=small,
                     gray=gray, prev_gray=prev_gray, flow=flow, conf=conf, grid=grid, idx=idx,
-                    recent_idx=coarse_index(idx, cfg.color_bits, cfg.recent_bits),
+                    recent_idx=recent_idx,
                     flow_err=photometric_error(prev_gray, gray, flow, grid), back=back,
                 )  # fmt: skip
                 for st in states.values():
@@ -607,7 +627,7 @@ class ClassicalTrackerSession:
                 prev_gray, prev_small = gray, small
             keyframe = prompts.get(t)
             if keyframe:
-                self._apply_keyframe(keyframe, states, idx, wsize, bins, ring_px)
+                self._apply_keyframe(keyframe, states, bins_now, wsize, ring_px)
             yield self._emit(t, obj_ids, states, frame, small, keyframe=keyframe)
 
     def _read(self, t: int) -> np.ndarray:
@@ -742,13 +762,12 @@ class ClassicalTrackerSession:
         self,
         masks: dict[int, np.ndarray],
         states: dict[int, _ObjectState],
-        idx: np.ndarray,
+        bins_now: tuple[np.ndarray, np.ndarray],
         wsize: tuple[int, int],
-        bins: int,
         ring_px: int,
     ) -> None:
         """Keyframe masks replace the prediction; an object's first keyframe also builds its
-        colour models.
+        colour models (``bins_now``: the frame's :func:`colour_bins`).
 
         A later keyframe (a correction) fixes where the object is, how big, and how it looks
         *now* (the recent models, ``1 − anchor_share`` of the colour model), not how it looks
@@ -760,22 +779,20 @@ class ClassicalTrackerSession:
         restart would otherwise lose the look the recent models had followed since the first
         keyframe (issue 17, fourth round).
         """
-        recent_idx = coarse_index(idx, self.config.color_bits, self.config.recent_bits)
         for oid, native in masks.items():
             soft = resize_to(native.astype(np.float32), wsize)
             mask = soft > 0.5
             area = float(mask.sum())
             prob = np.where(mask, 1.0 - _EPS, _EPS).astype(np.float32)
             st = states.get(oid)
-            fg, bg = _models_from_mask(idx, mask, bins, ring_px, self.config)
-            recent = _recent_models(recent_idx, mask, ring_px, self.config)
+            models = _colour_models(*bins_now, mask, ring_px, self.config)
             if st is None or area == 0:
-                states[oid] = _ObjectState(prob, fg, bg, *recent, max(area, 1.0), area, lost=False)
+                states[oid] = _ObjectState(prob, *models, max(area, 1.0), area, lost=False)
                 if area == 0:
                     states[oid].lost = True
                 continue
             st.prob, st.area, st.ref_area, st.lost = prob, area, area, False
-            st.fg_recent, st.bg_recent = recent
+            st.fg_recent, st.bg_recent = models[2:]
             st.motion = None
 
     def _learn_earlier(
@@ -784,7 +801,6 @@ class ClassicalTrackerSession:
         start: int,
         states: dict[int, _ObjectState],
         wsize: tuple[int, int],
-        bins: int,
         ring_px: int,
     ) -> None:
         """Colour models of objects whose earliest keyframe lies before the pass's start.
@@ -801,12 +817,9 @@ class ClassicalTrackerSession:
                 continue
             small = resize_to(self._read(first), wsize)
             mask = resize_to(prompts[first][oid].astype(np.float32), wsize) > 0.5
-            idx = color_index(small, self.config.color_bits)
-            fg, bg = _models_from_mask(idx, mask, bins, ring_px, self.config)
+            models = _colour_models(*colour_bins(small, self.config), mask, ring_px, self.config)
             area = float(mask.sum())
-            recent_idx = coarse_index(idx, self.config.color_bits, self.config.recent_bits)
-            recent = _recent_models(recent_idx, mask, ring_px, self.config)
-            states[oid] = _ObjectState(np.zeros(mask.shape, np.float32), fg, bg, *recent, area, 0.0)
+            states[oid] = _ObjectState(np.zeros(mask.shape, np.float32), *models, area, 0.0)
 
     def _emit(
         self,
