@@ -658,9 +658,10 @@ class InteractiveSession:
         out: dict[tuple[int, int], _KeyframeRecord] = {}
         for oid, obj in self._objects.items():
             sigs = obj.signature()
-            later = [k for k in obj.keyframes if k > plan.stop]
-            for k in obj.keyframes:
-                if not plan.covers(k) and k != min(obj.keyframes) and k not in later[:1]:
+            ks = obj.keyframes
+            after_plan = next((k for k in ks if k > plan.stop), None)
+            for k in ks:
+                if not plan.covers(k) and k not in (ks[0], after_plan):
                     continue
                 rec = self._keyframes.get((oid, k))
                 if rec is None or rec.signature != sigs[k]:
