@@ -392,10 +392,21 @@ def same_place(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 def _seam(agreement: dict[int, float], earlier: int, anchor: int) -> int | None:
-    """The frame where a stretch switches from the forward pass to the backward one: where
-    the two agree best (``agreement``: frame → IoU), nearest the middle on ties."""
+    """The frame where a stretch switches from the forward pass to the backward one
+    (``agreement``: frame → IoU of the two masks).
+
+    Each pass starts on its own keyframe and drifts as it goes. On the lowest frame the
+    backward pass has come the whole way and the forward one has just left its keyframe;
+    on the highest frame it is the other way round. So the agreement there says how well
+    the backward pass arrives at the earlier keyframe, and the forward pass at the later
+    one. A backward pass that arrives better agrees with both keyframes and covers the
+    whole stretch (the seam is the lowest frame); otherwise the passes meet where they
+    agree best, nearest the middle on ties."""
     if not agreement:
         return None
+    lowest, highest = min(agreement), max(agreement)
+    if agreement[lowest] > agreement[highest]:
+        return lowest
     return max(agreement, key=lambda t: (agreement[t], -abs(2 * t - earlier - anchor), t))
 
 
@@ -413,17 +424,19 @@ def splice_backward(
 ) -> Iterator[FramePrediction]:
     """A keyframe's reach backward: each object's stretch between its previous keyframe
     ``p = earlier[obj]`` and ``anchor`` switches from the forward pass to a backward pass
-    from ``anchor`` where the two agree best.
+    from ``anchor`` at a seam.
 
     Each object of ``masks`` (its keyframe mask on ``anchor``: a correction, or a later
     keyframe) is tracked backward from ``anchor`` down to ``p + 1``; ``kept(frame)`` gives
-    every object's masks and scores as they stand, come forward from ``p``. The seam is the
-    frame where the kept and the backward mask overlap most (IoU; nearest the middle of the
-    stretch on ties): from it up to ``anchor − 1`` the object shows the backward mask and its
-    score, below it what it kept. So the two passes meet where they leave the least jump,
-    with no weight to choose; when one pass drifts early, the two tend to agree best near the
-    other's keyframe, which then covers more of the stretch (not always: docs/benchmarks.md,
-    issue 17, fourteenth round, goat). Where the backward mask is not in the kept one's place (:func:`same_place`; an
+    every object's masks and scores as they stand, come forward from ``p``. From the seam up
+    to ``anchor − 1`` the object shows the backward mask and its score, below it what it
+    kept. The seam comes from the two masks' overlap (IoU) on each frame, with no weight or
+    threshold to choose (:func:`_seam`): the lowest frame when the backward pass arrives at
+    ``p`` better than the forward one at ``anchor``, else where the two agree best, so they
+    meet where they leave the least jump. When one pass drifts early, the two tend to agree
+    best near the other's keyframe, which then covers more of the stretch (not always:
+    docs/benchmarks.md, issue 17, fourteenth round, goat).
+    Where the backward mask is not in the kept one's place (:func:`same_place`; an
     empty backward mask never is) the frame keeps its mask: the reach refines what a frame
     showed, it never moves or removes the object (a poor correction of a lost object would
     carry its wrong region back). Other objects keep their masks; a spliced mask never takes

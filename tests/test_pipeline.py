@@ -218,10 +218,31 @@ def test_splice_backward_switches_where_the_passes_agree_best_and_spares_other_o
     assert all(np.array_equal(fp.masks[2], other) and fp.scores[2] == 0.7 for fp in out)
 
 
-def test_the_seam_is_where_the_passes_agree_best_nearest_the_middle_on_ties():
+def test_splice_backward_lets_a_backward_pass_that_arrives_better_cover_the_stretch():
+    """Where the two passes agree more on the lowest frame than on the highest, the backward
+    pass arrives at the earlier keyframe better than the forward pass at the later one, and
+    covers every frame, even where they agree best in between."""
+    from backend.pipeline import splice_backward
+
+    corrected = _box(14, 34, 14, 40)
+    # IoU with the corrected mask 0.85 on frame 1, 0.92 on 2, 0.60 on 3
+    old = {1: _box(14, 34, 14, 36), 2: _box(14, 34, 14, 38), 3: _box(12, 32, 12, 34)}
+    old[0] = old[1]
+
+    def kept(t):
+        return {1: old[t]}, {1: 0.4}
+
+    out = list(splice_backward(fake_engine(), frames(), 4, {1: corrected}, {1: 0}, kept))
+    assert [fp.index for fp in out] == [3, 2, 1]
+    assert all(np.array_equal(fp.masks[1], corrected) for fp in out), "frame 1 too"
+
+
+def test_the_seam_is_where_the_passes_agree_best_unless_the_backward_pass_arrives_better():
     from backend.pipeline import _seam
 
     assert _seam({1: 0.2, 2: 0.9, 3: 0.5}, 0, 4) == 2
+    assert _seam({1: 0.5, 2: 0.9, 3: 0.8}, 0, 4) == 2
+    assert _seam({1: 0.8, 2: 0.9, 3: 0.5}, 0, 4) == 1, "the backward pass arrives better"
     assert _seam({1: 0.5, 2: 0.5, 3: 0.5}, 0, 4) == 2, "the middle of 0..4"
     assert _seam({1: 0.5, 2: 0.5, 3: 0.5, 4: 0.5}, 0, 5) == 3, "two middles: the later"
     assert _seam({5: 0.7, 9: 0.7}, 0, 10) == 5
