@@ -9,8 +9,8 @@
    end; later keyframes (corrections) are injected on the way. An object uses
    the forward pass from its first keyframe on and the backward pass before it.
    A keyframe's reach backward, between an object's previous keyframe and it, is
-   :func:`splice_backward` (what those frames showed, switching to a backward pass where the
-   two agree best).
+   :func:`splice_backward` (what those frames showed, switching to a backward pass at a seam:
+   where the two agree best, or everywhere when the backward pass arrives better).
 3. **Scores and refinement.** Each (frame, object) gets a quality score in
    [0, 1]: the segmenter's score on keyframes; elsewhere the tracker's own presence
    probability where it predicts one (SAM 2 — below one half the object is *lost* there and its

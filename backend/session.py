@@ -22,7 +22,8 @@ What is recomputed after a change (:func:`plan_run`):
   ``k`` from the corrected masks (other objects from the last run's masks there) with each
   object's first keyframe to learn its looks from — and **back** down to the changed
   object's previous keyframe (exclusive): those frames switch from what they showed to a
-  backward pass from ``k`` where the two agree best, never moving the object elsewhere
+  backward pass from ``k`` at a seam (where the two agree best, or everywhere when the
+  backward pass arrives better), never moving the object elsewhere
   (:func:`backend.pipeline.splice_backward`), so the frames just before a corrected one,
   usually as wrong as it was, improve too.
   Frames outside that range, keyframes included, are reused. ``reach_back=False`` keeps
