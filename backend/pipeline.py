@@ -399,9 +399,10 @@ def _seam(agreement: dict[int, float], earlier: int, anchor: int) -> int | None:
     backward pass has come the whole way and the forward one has just left its keyframe;
     on the highest frame it is the other way round. So the agreement there says how well
     the backward pass arrives at the earlier keyframe, and the forward pass at the later
-    one. A backward pass that arrives better agrees with both keyframes and covers the
-    whole stretch (the seam is the lowest frame); otherwise the passes meet where they
-    agree best, nearest the middle on ties."""
+    one (the lowest and highest frames sought: the whole stretch, unless a correction
+    recomputed only part of it). A backward pass that arrives better agrees with both
+    keyframes and covers the whole stretch (the seam is the lowest frame); otherwise the
+    passes meet where they agree best, nearest the middle on ties."""
     if not agreement:
         return None
     lowest, highest = min(agreement), max(agreement)
