@@ -189,7 +189,10 @@ def _segment_frame(
         prior = None if painted is None else painted.astype(np.float32)
         multi = len(clicks) == 1  # SAM's engines take one mask with a box themselves
         kw = {} if box is None else {"box": box.as_array()}
-        res = engine.segmenter.predict(pts, lab, mask_prior=prior, multimask_output=multi, **kw)
+        own = prior is not None and k in obj.own_priors
+        res = engine.segmenter.predict(
+            pts, lab, mask_prior=prior, multimask_output=multi, prior_is_own=own, **kw
+        )
         mask = res.best_mask().astype(bool)
         if prior is not None and clicks_violated(mask, clicks):
             fresh = engine.segmenter.predict(pts, lab, multimask_output=multi, **kw).best_mask()

@@ -231,8 +231,16 @@ class _KeyframeRecord:
 
     signature: tuple
     prior: CompactMask | None  # the painted mask, or the mask shown when the prompts changed
+    prior_is_own: bool = False  # the prior is this keyframe's earlier segmentation
     mask: CompactMask | None = None
     score: float = 0.0
+
+
+def _segmented(rec: _KeyframeRecord, shown: CompactMask | None) -> bool:
+    """``shown`` is what the segmenter answered to ``rec``'s clicks or box (not a painted
+    mask, not a propagated one)."""
+    clicks, _, corners = rec.signature
+    return (bool(clicks) or corners is not None) and rec.mask is not None and rec.mask == shown
 
 
 FrameMasks = dict[int, tuple[CompactMask, float]]  # obj_id → (mask, score) on one frame
@@ -666,11 +674,13 @@ class InteractiveSession:
                     continue
                 rec = self._keyframes.get((oid, k))
                 if rec is None or rec.signature != sigs[k]:
-                    prior = obj.painted.get(k)
+                    painted = obj.painted.get(k)
+                    prior = painted
                     if prior is None:
                         run = self._shown.get(oid)
                         prior = None if run is None else run.mask(oid, k)
-                    rec = _KeyframeRecord(sigs[k], prior)
+                    own = painted is None and rec is not None and _segmented(rec, prior)
+                    rec = _KeyframeRecord(sigs[k], prior, own)
                     self._keyframes[(oid, k)] = rec
                 out[(oid, k)] = rec
         live = {(o, k) for o, obj in self._objects.items() for k in obj.keyframes}
@@ -733,6 +743,7 @@ class InteractiveSession:
                     clicks={k: list(obj.clicks[k])} if k in obj.clicks else {},
                     masks={k: rec.prior.decode()} if rec.prior is not None else {},
                     boxes={k: obj.boxes[k]} if k in obj.boxes else {},
+                    own_priors=frozenset({k}) if rec.prior_is_own else frozenset(),
                 )
             )
         if not todo:

@@ -41,6 +41,9 @@ class ObjectPrompt:
     ``obj_id`` is a stable small integer (1, 2, ...) that survives across
     requests for the same label; ``clicks``, ``boxes`` and ``masks`` are keyed by
     frame index. A frame with clicks, a box or a mask is a *keyframe* for that object.
+    A mask on a frame with clicks or a box is their prior; ``own_priors`` are the frames where
+    that prior is the segmenter's own earlier answer, which the clicks refine (not a painted or
+    propagated mask).
     """
 
     obj_id: int
@@ -48,6 +51,7 @@ class ObjectPrompt:
     clicks: dict[int, list[Click]] = field(default_factory=dict)
     masks: dict[int, np.ndarray] = field(default_factory=dict)
     boxes: dict[int, Box] = field(default_factory=dict)
+    own_priors: frozenset[int] = frozenset()
 
     @property
     def keyframes(self) -> list[int]:

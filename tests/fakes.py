@@ -29,7 +29,14 @@ class DiskSegmenter:
         self.set_calls += 1
 
     def predict(
-        self, point_coords, point_labels, *, mask_prior=None, multimask_output=True, box=None
+        self,
+        point_coords,
+        point_labels,
+        *,
+        mask_prior=None,
+        multimask_output=True,
+        box=None,
+        prior_is_own=False,
     ):
         h, w = self.image.shape[:2]
         yy, xx = np.mgrid[:h, :w]

@@ -149,7 +149,7 @@ def test_correction_with_prior_never_ignores_a_click():
     engine = fake_engine()
     clicks_only = engine.segmenter.predict
 
-    def sticky(points, labels, *, mask_prior=None, multimask_output=True):
+    def sticky(points, labels, *, mask_prior=None, multimask_output=True, prior_is_own=False):
         if mask_prior is None:
             return clicks_only(points, labels, multimask_output=multimask_output)
         return SegmentOutput(masks=(mask_prior > 0.5)[None], scores=np.array([0.9]))
@@ -174,7 +174,9 @@ def test_one_click_asks_for_candidates_with_or_without_a_box():
     asked = []
     predict = engine.segmenter.predict
 
-    def recording(points, labels, *, mask_prior=None, multimask_output=True, box=None):
+    def recording(
+        points, labels, *, mask_prior=None, multimask_output=True, box=None, prior_is_own=False
+    ):
         asked.append((len(points), box is not None, multimask_output))
         return predict(points, labels, multimask_output=multimask_output, box=box)
 

@@ -210,7 +210,7 @@ def test_correction_prior_is_the_shown_mask_and_sticky():
     priors = []
     predict = engine.segmenter.predict
 
-    def recording(points, labels, *, mask_prior=None, multimask_output=True):
+    def recording(points, labels, *, mask_prior=None, multimask_output=True, prior_is_own=False):
         priors.append(None if mask_prior is None else mask_prior > 0.5)
         return predict(points, labels, mask_prior=mask_prior, multimask_output=multimask_output)
 
@@ -225,6 +225,31 @@ def test_correction_prior_is_the_shown_mask_and_sticky():
     np.testing.assert_array_equal(priors[-1], shown3)
     s.set_object(1, "A", clicks={0: [Click(20, 20)], 3: [Click(60, 40)]})  # re-sent as is
     assert s.plan().kind is PlanKind.NONE and len(priors) == 2
+
+
+def test_the_prior_is_own_only_where_the_segmenter_answered_earlier_prompts_on_that_frame():
+    """Clicking again on a frame refines the segmenter's own answer there (the classical
+    segmenter then looks closer); a correction of a propagated frame or of a painted mask
+    does not."""
+    engine, src = fake_engine(), frames()
+    asked = []
+    predict = engine.segmenter.predict
+
+    def recording(points, labels, *, mask_prior=None, multimask_output=True, prior_is_own=False):
+        asked.append((mask_prior is not None, prior_is_own))
+        return predict(points, labels, mask_prior=mask_prior, multimask_output=multimask_output)
+
+    engine.segmenter.predict = recording
+    painted = np.zeros((60, 80), bool)
+    painted[40:50, 10:20] = True
+    s = InteractiveSession(key(), N)
+    for frame, x in [(0, 20), (0, 30), (3, 60), (3, 62)]:
+        s.add_click(1, frame, Click(x, 20), label="A")
+        run(s, engine, src)
+    s.add_mask(1, 6, painted)
+    s.add_click(1, 6, Click(12, 44))
+    run(s, engine, src)
+    assert asked == [(False, False), (True, True), (True, False), (True, True), (True, False)]
 
 
 def test_painted_mask_is_a_keyframe_and_prompts_survive_export():

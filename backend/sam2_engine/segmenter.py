@@ -96,9 +96,11 @@ class Sam2Segmenter:
         mask_prior: np.ndarray | None = None,
         multimask_output: bool = True,
         box: np.ndarray | None = None,
+        prior_is_own: bool = False,
     ) -> SegmentOutput:
         """Masks for the current image from clicks (x, y native pixels; 1 = fg, 0 = bg), an
-        optional box (x0, y0, x1, y1 native pixels) and an optional native-size prior."""
+        optional box (x0, y0, x1, y1 native pixels) and an optional native-size prior
+        (``prior_is_own`` is not used: the prior is taken the same way whatever its source)."""
         with self._lock:
             if self._size is None:
                 raise RuntimeError("call set_image() before predict()")

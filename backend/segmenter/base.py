@@ -12,6 +12,9 @@ y1)`` float array in native pixels around the object. ``mask_prior`` is an optio
 ``H×W`` float32 foreground probability at the native size (e.g. a tracker's
 output, or the previous answer on this frame); each segmenter converts it to
 its own prompt form (SAM: 1×256×256 logits in its padded, resized frame).
+``prior_is_own`` says the prior is this segmenter's own earlier answer on this image, which
+the clicks refine (the annotator clicking again on a frame), not another source's mask (a
+tracker's propagation, a painted mask); a segmenter may then look closer at the object.
 """
 
 from __future__ import annotations
@@ -81,6 +84,7 @@ class Segmenter(Protocol):
         mask_prior: np.ndarray | None = None,
         multimask_output: bool = True,
         box: np.ndarray | None = None,
+        prior_is_own: bool = False,
     ) -> SegmentOutput:
         """Segment the current image from clicks and/or a box (see module docstring)."""
         ...

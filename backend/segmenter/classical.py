@@ -75,6 +75,17 @@ class ClassicalSegmenterConfig:
     local_corrections: bool = True
     """With a ``mask_prior``, clicks that disagree with it change the mask only in the region
     they claim geodesically; the rest of the prior is kept as it was."""
+    zoom_margin: float = 0.5
+    """With a ``mask_prior`` that is the segmenter's own earlier answer (``prior_is_own``: the
+    annotator clicks again on a frame), the image is segmented in a window around that answer
+    and the clicks, widened on each side by this share of the window's longer side, so a small
+    object is cut at up to native resolution instead of ``work_size`` over the whole frame
+    (:func:`zoom_window`). 0 = never. First-frame NoC@85 on issue 17's tune half at 0.25 /
+    0.5 / 1.0: 6.14 / 5.71 / 6.71 (7.57 without; docs/benchmarks.md, sixteenth round)."""
+    zoom_max_share: float = 0.9
+    """A window covering at least this share of the image's area is not cut out: it gains
+    little resolution and loses the image border as background. Tune NoC@85 / NoC@90 at 0.8 /
+    0.9 / 0.95 / 1.0: 5.71 / 12.14, 5.71 / 12.14, 5.86 / 12.57, 5.86 / 12.57."""
     threads: int = 0
     """Threads for the candidate cuts; 0 = OpenCV's thread count (``cv2.setNumThreads``, which
     bulk workers set to their CPU share). The cuts are independent and GrabCut releases the
@@ -352,13 +363,16 @@ class ClassicalSegmenter:
         mask_prior: np.ndarray | None = None,
         multimask_output: bool = True,
         box: np.ndarray | None = None,
+        prior_is_own: bool = False,
     ) -> SegmentOutput:
         """Geodesic seeds from the clicks → GrabCut, cut to the box. A box alone starts
         GrabCut from the box; with clicks, outside the box is background for the cut and
         the candidates are those of the clicks alone, cut to the box. With a ``mask_prior``
         that some click disagrees with (a correction) one mask comes back even when
         ``multimask_output`` asks for more: the prior settles the ambiguity that several
-        masks are for, and the candidate that fits the correction is chosen here."""
+        masks are for, and the candidate that fits the correction is chosen here. A prior that
+        is the segmenter's own answer (``prior_is_own``) is refined in a window around it
+        (``zoom_margin``)."""
         if self._prep is None:
             raise RuntimeError("set_image must be called before predict")
         prep = self._prep
@@ -370,6 +384,11 @@ class ClassicalSegmenter:
             raise ValueError("point_coords and point_labels differ in length")
         inside = (pts[:, 0] >= 0) & (pts[:, 0] < w) & (pts[:, 1] >= 0) & (pts[:, 1] < h)
         pts, labels = pts[inside], labels[inside]
+        if prior_is_own and mask_prior is not None and cfg.zoom_margin > 0:
+            window = zoom_window(np.asarray(mask_prior) > 0.5, pts, box, cfg.zoom_margin,
+                                 cfg.zoom_max_share)  # fmt: skip
+            if window is not None:
+                return self._predict_in(window, pts, labels, mask_prior, multimask_output, box)
         neg = pts[labels == 0]
         n_out = len(cfg.ratios) if multimask_output else 1
 
@@ -454,6 +473,37 @@ class ClassicalSegmenter:
             best = int(np.argmax([correction_fit(m, shown, disagree) for m in masks]))
             masks, scores = masks[best : best + 1], scores[best : best + 1]
         return SegmentOutput(masks=masks, scores=scores.astype(np.float32))
+
+    def _predict_in(
+        self,
+        window: tuple[int, int, int, int],
+        pts: np.ndarray,
+        labels: np.ndarray,
+        mask_prior: np.ndarray,
+        multimask_output: bool,
+        box: np.ndarray | None,
+    ) -> SegmentOutput:
+        """:meth:`predict` on the image cut to ``window`` (x0, y0, x1, y1 native pixels), as if
+        it were the whole image; the masks come back at the native size, empty outside it."""
+        x0, y0, x1, y1 = window
+        whole, key = self._prep, self._cache_key
+        assert whole is not None
+        try:
+            self.set_image(np.ascontiguousarray(whole.image[y0:y1, x0:x1]))
+            shift = np.array([x0, y0], np.float64)
+            out = self.predict(
+                pts - shift,
+                labels,
+                mask_prior=np.asarray(mask_prior)[y0:y1, x0:x1],
+                multimask_output=multimask_output,
+                box=None if box is None else np.asarray(box, np.float64) - np.tile(shift, 2),
+            )
+        finally:
+            self._prep, self._cache_key = whole, key
+        h, w = whole.image.shape[:2]
+        masks = np.zeros((len(out.masks), h, w), bool)
+        masks[:, y0:y1, x0:x1] = out.masks
+        return SegmentOutput(masks=masks, scores=out.scores)
 
     def _map(
         self, fn: Callable[[float], np.ndarray], ratios: tuple[float, ...]
@@ -615,6 +665,36 @@ def _reach(new: np.ndarray, side: np.ndarray) -> np.ndarray:
         cy, cx = int(round(rows.mean())), int(round(cols.mean()))
         cv2.circle(out, (cx, cy), max(2, int(np.ceil(REACH * d))), 1, -1)
     return out.astype(bool)
+
+
+def zoom_window(
+    prior: np.ndarray,
+    points: np.ndarray,
+    box: np.ndarray | None,
+    margin: float,
+    max_share: float,
+) -> tuple[int, int, int, int] | None:
+    """The window (x0, y0, x1, y1, native pixels, end exclusive) in which to refine ``prior``
+    (H×W bool) with ``points`` (N×2 x, y) and an optional ``box``: the box around all three,
+    widened on each side by ``margin`` × its longer side and kept inside the image. None when
+    the prior is empty (nothing to look closer at) or the window covers at least
+    ``max_share`` of the image."""
+    ys, xs = np.nonzero(prior)
+    if ys.size == 0:
+        return None
+    h, w = prior.shape
+    corners = [np.array([[xs.min(), ys.min()], [xs.max(), ys.max()]], np.float64)]
+    corners.append(np.asarray(points, np.float64).reshape(-1, 2))
+    if box is not None:
+        corners.append(np.asarray(box, np.float64).reshape(2, 2))
+    everything = np.concatenate(corners)
+    (x_lo, y_lo), (x_hi, y_hi) = everything.min(axis=0), everything.max(axis=0) + 1
+    pad = margin * max(x_hi - x_lo, y_hi - y_lo)
+    x0, y0 = max(0, int(np.floor(x_lo - pad))), max(0, int(np.floor(y_lo - pad)))
+    x1, y1 = min(w, int(np.ceil(x_hi + pad))), min(h, int(np.ceil(y_hi + pad)))
+    if (x1 - x0) * (y1 - y0) >= max_share * h * w:
+        return None
+    return x0, y0, x1, y1
 
 
 def _box_region(shape: tuple[int, int], box: np.ndarray, margin: int = 1) -> np.ndarray:

@@ -315,13 +315,15 @@ class SamSegmenter:
         mask_prior: np.ndarray | None = None,
         multimask_output: bool = True,
         box: np.ndarray | None = None,
+        prior_is_own: bool = False,
     ) -> SegmentOutput:
         """Masks for the current image from clicks (x, y native pixels; 1 = fg, 0 = bg) and an
         optional box (x0, y0, x1, y1 native pixels; SAM's box prompt).
 
         The prompt mask is, in order of precedence: ``mask_prior`` converted by
         :func:`prob_to_mask_input`; the previous answer's chosen logits when these clicks extend
-        the previous clicks on this image; none.
+        the previous clicks on this image; none. ``prior_is_own`` is not used: SAM takes the
+        prompt mask the same way whatever its source.
         """
         with self._lock:
             if self._embedding is None or self._key is None:

@@ -34,7 +34,7 @@ class IgnoresClicks:
         self.shape = image.shape[:2]
 
     def predict(self, point_coords, point_labels, *, mask_prior=None, multimask_output=True,
-                box=None):  # fmt: skip
+                box=None, prior_is_own=False):  # fmt: skip
         mask = np.zeros(self.shape, bool)
         mask[:5, :5] = True
         return SegmentOutput(masks=mask[None], scores=np.array([0.5]))
@@ -46,7 +46,7 @@ class SmallDisks(DiskSegmenter):
     clicks."""
 
     def predict(self, point_coords, point_labels, *, mask_prior=None, multimask_output=True,
-                box=None):  # fmt: skip
+                box=None, prior_is_own=False):  # fmt: skip
         h, w = self.image.shape[:2]
         yy, xx = np.mgrid[:h, :w]
         mask = np.zeros((h, w), bool)

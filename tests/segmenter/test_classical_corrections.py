@@ -11,6 +11,7 @@ from backend.segmenter.classical import (
     _ordered_discs,
     _reach,
     keep_seeded_components,
+    zoom_window,
 )
 from tests.conftest import textured_background
 
@@ -96,3 +97,55 @@ def test_reach_scales_with_the_clicks_distance_to_the_boundary() -> None:
     lo, hi = int(REACH * 10), int(np.ceil(REACH * 11))
     assert reach[40, 30 + lo] and not reach[40, 30 + hi + 1] and not reach[40 - hi - 1, 30]
     assert _reach(new, np.ones_like(side)).all()  # no prior boundary: no bound
+
+
+def _small_object_in_a_large_frame() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A red disc with a thin arm, small in a 1600×900 frame: image, whole object, disc."""
+    h, w = 900, 1600
+    img = textured_background(h, w, 5, amplitude=12)
+    yy, xx = np.mgrid[:h, :w]
+    disc = (xx - 800) ** 2 + (yy - 450) ** 2 <= 30**2
+    whole = disc | ((yy >= 430) & (yy < 442) & (xx >= 825) & (xx < 900))
+    img[whole] = (200, 60, 60)
+    return img, whole, disc
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / (a | b).sum())
+
+
+def test_clicking_again_refines_the_own_answer_at_the_objects_scale() -> None:
+    """At ``work_size`` over the whole frame the object is a few working pixels across; a
+    refinement of the segmenter's own answer is cut in a window around it, near native
+    resolution, so the arm the click adds and the disc's boundary come out exact."""
+    img, whole, disc = _small_object_in_a_large_frame()
+    seg = ClassicalSegmenter()
+    seg.set_image(img)
+    click = (np.array([[880.0, 436.0]]), np.array([1]))
+    prior = disc.astype(np.float32)
+    kw = {"mask_prior": prior, "multimask_output": False}
+    coarse = seg.predict(*click, **kw).best_mask()
+    fine = seg.predict(*click, prior_is_own=True, **kw).best_mask()
+    assert fine.shape == whole.shape and fine[436, 880]
+    assert _iou(fine, whole) > 0.99 and _iou(coarse, whole) < 0.9
+    # the segmenter still holds the whole frame afterwards
+    np.testing.assert_array_equal(seg.predict(*click, **kw).best_mask(), coarse)
+    off = ClassicalSegmenter(ClassicalSegmenterConfig(zoom_margin=0.0))
+    off.set_image(img)
+    np.testing.assert_array_equal(off.predict(*click, prior_is_own=True, **kw).best_mask(), coarse)
+
+
+def test_zoom_window_holds_prior_clicks_and_box_with_a_margin() -> None:
+    prior = np.zeros((900, 1600), bool)
+    prior[400:500, 700:800] = True  # 100 × 100
+    clicks = np.array([[850.0, 450.0]])
+    # the box around prior and click: x 700..851, y 400..500 → 151 wide; half of it each side
+    assert zoom_window(prior, clicks, None, 0.5, 0.9) == (624, 324, 927, 576)
+    box = np.array([650.0, 380.0, 820.0, 520.0])
+    x0, y0, x1, y1 = zoom_window(prior, clicks, box, 0.5, 0.9)
+    assert x0 < 650 and y0 < 380 and x1 > 851 and y1 > 520
+    # kept inside the image
+    assert zoom_window(prior, np.array([[10.0, 10.0]]), None, 0.5, 0.9)[:2] == (0, 0)
+    # nothing to look closer at, or no closer
+    assert zoom_window(np.zeros_like(prior), clicks, None, 0.5, 0.9) is None
+    assert zoom_window(prior, clicks, None, 5.0, 0.9) is None
