@@ -78,10 +78,11 @@ class ClassicalSegmenterConfig:
     zoom_margin: float = 0.5
     """With a ``mask_prior`` that is the segmenter's own earlier answer (``prior_is_own``: the
     annotator clicks again on a frame), the image is segmented in a window around that answer
-    and the clicks, widened on each side by this share of the window's longer side, so a small
-    object is cut at up to native resolution instead of ``work_size`` over the whole frame
-    (:func:`zoom_window`). 0 = never. First-frame NoC@85 on issue 17's tune half at 0.25 /
-    0.5 / 1.0: 6.14 / 5.71 / 6.71 (7.57 without; docs/benchmarks.md, sixteenth round)."""
+    and the clicks, widened on each side by this share of the window's longer side
+    (:func:`zoom_window`), with as many working pixels as the whole frame has, so a small
+    object is cut at up to native resolution at no extra cost. 0 = never. First-frame NoC@85
+    on issue 17's tune half at 0.25 / 0.5 / 1.0: 6.14 / 5.71 / 6.71 (7.57 without; measured
+    with the window at ``work_size`` on its long side; docs/benchmarks.md, sixteenth round)."""
     zoom_max_share: float = 0.9
     """A window covering at least this share of the image's area is not cut out: it gains
     little resolution and loses the image border as background. Tune NoC@85 / NoC@90 at 0.8 /
@@ -345,14 +346,21 @@ class ClassicalSegmenter:
             raise ValueError(f"expected H×W×3 uint8 RGB, got {image.shape} {image.dtype}")
         if cache_key is not None and cache_key == self._cache_key and self._prep is not None:
             return
+        self._prep = self._prepare(image)
+        self._cache_key = cache_key
+
+    def _prepare(self, image: np.ndarray, max_pixels: int | None = None) -> _Prepared:
+        """``image`` at the working size (long side ``work_size``, never enlarged, at most
+        ``max_pixels`` pixels) with its edge map and geodesic cost."""
         h, w = image.shape[:2]
         scale = min(1.0, self.config.work_size / max(h, w))
+        if max_pixels is not None:
+            scale = min(scale, float(np.sqrt(max_pixels / (h * w))))
         size = (max(1, int(round(w * scale))), max(1, int(round(h * scale))))
         small = cv2.resize(image, size, interpolation=cv2.INTER_AREA) if scale < 1 else image
         grad = edge_map(small)
         cost = (1.0 + self.config.edge_weight * grad**2).astype(np.float64)
-        self._prep = _Prepared(image=image, small=small, cost=cost, grad=grad, scale=scale)
-        self._cache_key = cache_key
+        return _Prepared(image=image, small=small, cost=cost, grad=grad, scale=scale)
 
     # -- prediction -------------------------------------------------------------------------
     def predict(
@@ -484,12 +492,16 @@ class ClassicalSegmenter:
         box: np.ndarray | None,
     ) -> SegmentOutput:
         """:meth:`predict` on the image cut to ``window`` (x0, y0, x1, y1 native pixels), as if
-        it were the whole image; the masks come back at the native size, empty outside it."""
+        it were the whole image, with as many working pixels as the whole image has (so it
+        costs what a cut of the whole image costs); the masks come back at the native size,
+        empty outside the window."""
         x0, y0, x1, y1 = window
         whole, key = self._prep, self._cache_key
         assert whole is not None
+        pixels = whole.small.shape[0] * whole.small.shape[1]
         try:
-            self.set_image(np.ascontiguousarray(whole.image[y0:y1, x0:x1]))
+            self._prep = self._prepare(np.ascontiguousarray(whole.image[y0:y1, x0:x1]), pixels)
+            self._cache_key = None
             shift = np.array([x0, y0], np.float64)
             out = self.predict(
                 pts - shift,

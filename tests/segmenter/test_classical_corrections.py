@@ -149,3 +149,17 @@ def test_zoom_window_holds_prior_clicks_and_box_with_a_margin() -> None:
     # nothing to look closer at, or no closer
     assert zoom_window(np.zeros_like(prior), clicks, None, 0.5, 0.9) is None
     assert zoom_window(prior, clicks, None, 5.0, 0.9) is None
+
+
+def test_a_window_gets_no_more_working_pixels_than_the_whole_frame() -> None:
+    """A refinement costs what a cut of the whole frame costs: the window is worked on with
+    at most the whole frame's working pixels, and never enlarged."""
+    seg = ClassicalSegmenter()
+    frame = textured_background(480, 854, 1)
+    budget = seg._prepare(frame).small.shape[:2]
+    assert budget == (180, 320)
+    square = seg._prepare(frame[:, :480], budget[0] * budget[1])
+    assert square.small.shape[0] * square.small.shape[1] <= budget[0] * budget[1]
+    assert square.scale > 320 / 854
+    small = seg._prepare(frame[100:200, 100:200], budget[0] * budget[1])
+    assert small.scale == 1.0 and small.small.shape[:2] == (100, 100)
