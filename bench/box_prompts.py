@@ -52,9 +52,13 @@ def ious(seg: ClassicalSegmenter, labels: np.ndarray, prompt: str, n_clicks: int
         click = corrective_click(gt, mask)
         if click is not None:
             clicks.append(click)
-            prior = mask.astype(np.float32)
+            prior = mask.astype(np.float32)  # its own answer, as the session says
             out = seg.predict(
-                *_clicks_to_arrays(clicks), mask_prior=prior, multimask_output=False, **kw
+                *_clicks_to_arrays(clicks),
+                mask_prior=prior,
+                multimask_output=False,
+                prior_is_own=True,
+                **kw,
             )
             mask = out.best_mask().astype(bool)
         found.append(jaccard(gt, mask))

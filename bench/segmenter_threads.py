@@ -40,7 +40,7 @@ def run(image: np.ndarray, labels: np.ndarray, threads: int) -> tuple[float, flo
     prompt.append(corrective_click(labels == 1, first.best_mask()))
     prior = first.best_mask().astype(np.float32)
     t2 = time.perf_counter()
-    second = seg.predict(*_clicks_to_arrays(prompt), mask_prior=prior)
+    second = seg.predict(*_clicks_to_arrays(prompt), mask_prior=prior, prior_is_own=True)
     t3 = time.perf_counter()
     return t1 - t0, t3 - t2, [first.masks, second.masks]
 

@@ -22,6 +22,8 @@ background seeds, so corrections keep the rest of the previous answer; a negativ
 the prior removes only the part of it geodesically closer to that click. A correction (a click
 the prior gets wrong) is answered with one mask: the cut at each ratio is a candidate, and the
 one whose change holds its clicks most deeply and centrally wins (:func:`correction_fit`).
+When the object's place is known (the segmenter's own earlier answer, or a box alone), the cut
+is made in a window around it at up to native resolution (:func:`zoom_window`).
 """
 
 from __future__ import annotations
@@ -77,16 +79,17 @@ class ClassicalSegmenterConfig:
     they claim geodesically; the rest of the prior is kept as it was."""
     zoom_margin: float = 0.5
     """With a ``mask_prior`` that is the segmenter's own earlier answer (``prior_is_own``: the
-    annotator clicks again on a frame), the image is segmented in a window around that answer
-    and the clicks, widened on each side by this share of the window's longer side
-    (:func:`zoom_window`), with as many working pixels as the whole frame has, so a small
-    object is cut at up to native resolution at no extra cost. 0 = never. First-frame NoC@85
-    on issue 17's tune half at 0.25 / 0.5 / 1.0: 6.14 / 5.71 / 6.71 (7.57 without; measured
-    with the window at ``work_size`` on its long side; docs/benchmarks.md, sixteenth round)."""
+    annotator clicks again on a frame; no box) or with a box alone, the image is segmented in
+    a window around the answer and the clicks, or around the box, widened on each side by
+    this share of the window's longer side (:func:`zoom_window`). The window gets as many
+    working pixels as the whole frame has, so a small object is cut at up to native
+    resolution at no extra cost. 0 = never. First-frame NoC@85 on issue 17's tune half at
+    0.25 / 0.5 / 1.0: 6.14 / 5.86 / 6.86 (7.57 without; docs/benchmarks.md, sixteenth
+    round)."""
     zoom_max_share: float = 0.9
     """A window covering at least this share of the image's area is not cut out: it gains
     little resolution and loses the image border as background. Tune NoC@85 / NoC@90 at 0.8 /
-    0.9 / 0.95 / 1.0: 5.71 / 12.14, 5.71 / 12.14, 5.86 / 12.57, 5.86 / 12.57."""
+    0.9 / 1.0: 5.86 / 11.43, 5.86 / 11.43, 6.00 / 12.00."""
     threads: int = 0
     """Threads for the candidate cuts; 0 = OpenCV's thread count (``cv2.setNumThreads``, which
     bulk workers set to their CPU share). The cuts are independent and GrabCut releases the
@@ -379,8 +382,8 @@ class ClassicalSegmenter:
         that some click disagrees with (a correction) one mask comes back even when
         ``multimask_output`` asks for more: the prior settles the ambiguity that several
         masks are for, and the candidate that fits the correction is chosen here. A prior that
-        is the segmenter's own answer (``prior_is_own``) is refined in a window around it
-        (``zoom_margin``)."""
+        is the segmenter's own answer (``prior_is_own``, no box) and a box alone are cut in a
+        window around them (``zoom_margin``)."""
         if self._prep is None:
             raise RuntimeError("set_image must be called before predict")
         prep = self._prep
@@ -392,9 +395,15 @@ class ClassicalSegmenter:
             raise ValueError("point_coords and point_labels differ in length")
         inside = (pts[:, 0] >= 0) & (pts[:, 0] < w) & (pts[:, 1] >= 0) & (pts[:, 1] < h)
         pts, labels = pts[inside], labels[inside]
-        if prior_is_own and mask_prior is not None and cfg.zoom_margin > 0:
-            window = zoom_window(np.asarray(mask_prior) > 0.5, pts, box, cfg.zoom_margin,
-                                 cfg.zoom_max_share)  # fmt: skip
+        # Where the object is, is known from the segmenter's own answer or from a box alone
+        # (docs/classical-engine.md: with a positive click the box's geodesic split needs the
+        # image's border, and a refinement inside a box lost on frame 0 of the tune half).
+        own = None
+        if prior_is_own and mask_prior is not None and box is None:
+            own = np.asarray(mask_prior) > 0.5
+        box_alone = box is not None and mask_prior is None and not (labels == 1).any()
+        if cfg.zoom_margin > 0 and (own is not None or box_alone):
+            window = zoom_window(own, pts, box, cfg.zoom_margin, cfg.zoom_max_share, (h, w))
             if window is not None:
                 return self._predict_in(window, pts, labels, mask_prior, multimask_output, box)
         neg = pts[labels == 0]
@@ -487,7 +496,7 @@ class ClassicalSegmenter:
         window: tuple[int, int, int, int],
         pts: np.ndarray,
         labels: np.ndarray,
-        mask_prior: np.ndarray,
+        mask_prior: np.ndarray | None,
         multimask_output: bool,
         box: np.ndarray | None,
     ) -> SegmentOutput:
@@ -506,7 +515,7 @@ class ClassicalSegmenter:
             out = self.predict(
                 pts - shift,
                 labels,
-                mask_prior=np.asarray(mask_prior)[y0:y1, x0:x1],
+                mask_prior=None if mask_prior is None else np.asarray(mask_prior)[y0:y1, x0:x1],
                 multimask_output=multimask_output,
                 box=None if box is None else np.asarray(box, np.float64) - np.tile(shift, 2),
             )
@@ -680,28 +689,30 @@ def _reach(new: np.ndarray, side: np.ndarray) -> np.ndarray:
 
 
 def zoom_window(
-    prior: np.ndarray,
+    prior: np.ndarray | None,
     points: np.ndarray,
     box: np.ndarray | None,
     margin: float,
     max_share: float,
+    shape: tuple[int, int],
 ) -> tuple[int, int, int, int] | None:
-    """The window (x0, y0, x1, y1, native pixels, end exclusive) in which to refine ``prior``
-    (H×W bool) with ``points`` (N×2 x, y) and an optional ``box``: the box around all three,
-    widened on each side by ``margin`` × its longer side and kept inside the image. None when
-    the prior is empty (nothing to look closer at) or the window covers at least
-    ``max_share`` of the image."""
-    ys, xs = np.nonzero(prior)
-    if ys.size == 0:
+    """The window (x0, y0, x1, y1, native pixels, end exclusive) of an image of ``shape``
+    (H, W) in which to segment around ``prior`` (H×W bool), ``points`` (N×2 x, y) and a
+    ``box`` (x0, y0, x1, y1): the box around them, widened on each side by ``margin`` × its
+    longer side and kept inside the image. None when neither a non-empty prior nor a box says
+    where the object is, or when the window covers at least ``max_share`` of the image."""
+    corners = [np.asarray(points, np.float64).reshape(-1, 2)]
+    if prior is not None and prior.any():
+        ys, xs = np.nonzero(prior)
+        corners.append(np.array([[xs.min(), ys.min()], [xs.max(), ys.max()]], np.float64))
+    elif box is None:
         return None
-    h, w = prior.shape
-    corners = [np.array([[xs.min(), ys.min()], [xs.max(), ys.max()]], np.float64)]
-    corners.append(np.asarray(points, np.float64).reshape(-1, 2))
     if box is not None:
         corners.append(np.asarray(box, np.float64).reshape(2, 2))
     everything = np.concatenate(corners)
     (x_lo, y_lo), (x_hi, y_hi) = everything.min(axis=0), everything.max(axis=0) + 1
     pad = margin * max(x_hi - x_lo, y_hi - y_lo)
+    h, w = shape
     x0, y0 = max(0, int(np.floor(x_lo - pad))), max(0, int(np.floor(y_lo - pad)))
     x1, y1 = min(w, int(np.ceil(x_hi + pad))), min(h, int(np.ceil(y_hi + pad)))
     if (x1 - x0) * (y1 - y0) >= max_share * h * w:

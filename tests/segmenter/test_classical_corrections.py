@@ -136,19 +136,23 @@ def test_clicking_again_refines_the_own_answer_at_the_objects_scale() -> None:
 
 
 def test_zoom_window_holds_prior_clicks_and_box_with_a_margin() -> None:
-    prior = np.zeros((900, 1600), bool)
+    shape = (900, 1600)
+    prior = np.zeros(shape, bool)
     prior[400:500, 700:800] = True  # 100 × 100
     clicks = np.array([[850.0, 450.0]])
     # the box around prior and click: x 700..851, y 400..500 → 151 wide; half of it each side
-    assert zoom_window(prior, clicks, None, 0.5, 0.9) == (624, 324, 927, 576)
+    assert zoom_window(prior, clicks, None, 0.5, 0.9, shape) == (624, 324, 927, 576)
     box = np.array([650.0, 380.0, 820.0, 520.0])
-    x0, y0, x1, y1 = zoom_window(prior, clicks, box, 0.5, 0.9)
+    x0, y0, x1, y1 = zoom_window(prior, clicks, box, 0.5, 0.9, shape)
     assert x0 < 650 and y0 < 380 and x1 > 851 and y1 > 520
+    # a box alone says where the object is too: x 650..821, y 380..521 → 171 wide
+    assert zoom_window(None, np.empty((0, 2)), box, 0.5, 0.9, shape) == (564, 294, 907, 607)
     # kept inside the image
-    assert zoom_window(prior, np.array([[10.0, 10.0]]), None, 0.5, 0.9)[:2] == (0, 0)
-    # nothing to look closer at, or no closer
-    assert zoom_window(np.zeros_like(prior), clicks, None, 0.5, 0.9) is None
-    assert zoom_window(prior, clicks, None, 5.0, 0.9) is None
+    assert zoom_window(prior, np.array([[10.0, 10.0]]), None, 0.5, 0.9, shape)[:2] == (0, 0)
+    # nothing says where the object is, or the window would be nearly the whole image
+    assert zoom_window(np.zeros(shape, bool), clicks, None, 0.5, 0.9, shape) is None
+    assert zoom_window(None, clicks, None, 0.5, 0.9, shape) is None
+    assert zoom_window(prior, clicks, None, 5.0, 0.9, shape) is None
 
 
 def test_a_window_gets_no_more_working_pixels_than_the_whole_frame() -> None:
@@ -163,3 +167,36 @@ def test_a_window_gets_no_more_working_pixels_than_the_whole_frame() -> None:
     assert square.scale > 320 / 854
     small = seg._prepare(frame[100:200, 100:200], budget[0] * budget[1])
     assert small.scale == 1.0 and small.small.shape[:2] == (100, 100)
+
+
+def test_a_box_alone_is_cut_in_a_window_around_it() -> None:
+    """A box says where the object is, so GrabCut from the box works in a window around it,
+    at the whole frame's working pixels: finer than the whole frame at ``work_size``."""
+    img, whole, _ = _small_object_in_a_large_frame()
+    box = np.array([768.0, 418.0, 902.0, 482.0])
+    none = (np.empty((0, 2)), np.empty(0, int))
+    found = {}
+    for margin in (0.5, 0.0):
+        seg = ClassicalSegmenter(ClassicalSegmenterConfig(zoom_margin=margin))
+        seg.set_image(img)
+        found[margin] = _iou(seg.predict(*none, box=box).best_mask(), whole)
+    assert found[0.5] > found[0.0] + 0.03, found
+
+
+def test_with_a_positive_click_in_a_box_the_whole_frame_is_cut() -> None:
+    """A box with a positive click (the geodesic split needs the image's border) and a
+    refinement inside a box are cut on the whole frame, as without a window."""
+    img, _, disc = _small_object_in_a_large_frame()
+    box = np.array([768.0, 418.0, 902.0, 482.0])
+    click = (np.array([[800.0, 450.0]]), np.array([1]))
+    prompts = [
+        {"box": box},
+        {"box": box, "mask_prior": disc.astype(np.float32), "prior_is_own": True},
+    ]
+    for kw in prompts:
+        masks = []
+        for margin in (0.5, 0.0):
+            seg = ClassicalSegmenter(ClassicalSegmenterConfig(zoom_margin=margin))
+            seg.set_image(img)
+            masks.append(seg.predict(*click, multimask_output=False, **kw).best_mask())
+        np.testing.assert_array_equal(*masks)
