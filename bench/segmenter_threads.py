@@ -1,11 +1,15 @@
 """Weights-free segmenter latency: candidate cuts one after the other vs side by side.
 
 Frame 0 of the shared DAVIS-2016 val sequences. For each sequence: a first click (set_image
-and four candidate cuts) and the NoC protocol's first corrective click (five cuts), with
-``threads=1`` and with the default (OpenCV's thread count), alternated in one run so both
-see the same machine. Also checks that both give the same masks.
+and four candidate cuts) and the NoC protocol's first corrective click (five cuts, refining
+the segmenter's own answer), with ``threads=1`` and with the default (OpenCV's thread count),
+alternated in one run so both see the same machine. Also checks that both give the same masks.
 
-    python bench/segmenter_threads.py [--every 3] [--repeat 3]
+``--window`` compares instead the corrective click on the whole frame (``zoom_margin=0``)
+with the default refinement window (docs/classical-engine.md), both on the default threads,
+and prints the corrective click's mean IoU with each (the masks differ by design).
+
+    python bench/segmenter_threads.py [--every 3] [--repeat 3] [--window]
 """
 
 from __future__ import annotations
@@ -25,13 +29,16 @@ from backend.demo import DAVIS_DIR as DAVIS  # noqa: E402
 from backend.eval.clicks import corrective_click, first_frame_clicks  # noqa: E402
 from backend.eval.davis import load_sequence, read_ground_truth  # noqa: E402
 from backend.frames import read_image  # noqa: E402
+from backend.masks import jaccard  # noqa: E402
 from backend.pipeline import _clicks_to_arrays  # noqa: E402
 from backend.segmenter.classical import ClassicalSegmenter, ClassicalSegmenterConfig  # noqa: E402
 
 
-def run(image: np.ndarray, labels: np.ndarray, threads: int) -> tuple[float, float, list]:
+def run(
+    image: np.ndarray, labels: np.ndarray, config: ClassicalSegmenterConfig
+) -> tuple[float, float, list]:
     """Seconds for the first click and for the corrective click, and the masks."""
-    seg = ClassicalSegmenter(ClassicalSegmenterConfig(threads=threads))
+    seg = ClassicalSegmenter(config)
     prompt = [first_frame_clicks(labels, [1])[1]]
     t0 = time.perf_counter()
     seg.set_image(image)
@@ -49,26 +56,39 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--every", type=int, default=1, help="take every N-th sequence")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--window", action="store_true", help="whole frame vs refinement window")
     args = ap.parse_args()
     names = (DAVIS / "ImageSets" / "2016" / "val.txt").read_text().split()[:: args.every]
     default = cv2.getNumThreads()
-    times: dict[int, tuple[list[float], list[float]]] = {1: ([], []), 0: ([], [])}
+    if args.window:
+        heads = ("whole", "window")
+        configs = (ClassicalSegmenterConfig(zoom_margin=0.0), ClassicalSegmenterConfig())
+    else:
+        heads = ("1 thread", "default")
+        configs = (ClassicalSegmenterConfig(threads=1), ClassicalSegmenterConfig())
+    times: list[tuple[list[float], list[float]]] = [([], []), ([], [])]
+    ious: list[list[float]] = [[], []]
     same = True
     for name in names:
         seq = load_sequence(DAVIS, name, 1)
         image, labels = read_image(seq.images[0]), read_ground_truth(seq)[0]
         for _ in range(args.repeat):
-            masks = {}
-            for threads in (1, 0):
-                click_s, corr_s, masks[threads] = run(image, labels, threads)
-                times[threads][0].append(click_s)
-                times[threads][1].append(corr_s)
-            same &= all(np.array_equal(a, b) for a, b in zip(masks[1], masks[0], strict=True))
+            masks = []
+            for k, config in enumerate(configs):
+                click_s, corr_s, found = run(image, labels, config)
+                times[k][0].append(click_s)
+                times[k][1].append(corr_s)
+                ious[k].append(jaccard(labels == 1, found[1][0]))
+                masks.append(found)
+            same &= all(np.array_equal(a, b) for a, b in zip(*masks, strict=True))
     print(f"{len(names)} sequences × {args.repeat}; default threads = {default}")
-    print(f"{'':22s} {'1 thread':>9s} {'default':>9s} {'ratio':>6s}  (median seconds)")
+    print(f"{'':22s} {heads[0]:>9s} {heads[1]:>9s} {'ratio':>6s}  (median seconds)")
     for i, what in enumerate(("first click", "corrective click")):
-        one, many = statistics.median(times[1][i]), statistics.median(times[0][i])
-        print(f"{what:22s} {one:9.3f} {many:9.3f} {one / many:6.2f}")
+        a, b = statistics.median(times[0][i]), statistics.median(times[1][i])
+        print(f"{what:22s} {a:9.3f} {b:9.3f} {a / b:6.2f}")
+    if args.window:
+        print(f"corrective click, mean IoU: {np.mean(ious[0]):.3f} {np.mean(ious[1]):.3f}")
+        return 0
     print(f"same masks: {same}")
     return 0 if same else 1
 
