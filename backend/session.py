@@ -236,7 +236,7 @@ class _KeyframeRecord:
     score: float = 0.0
 
 
-def _segmented(rec: _KeyframeRecord, shown: CompactMask | None) -> bool:
+def _is_its_answer(rec: _KeyframeRecord, shown: CompactMask | None) -> bool:
     """``shown`` is what the segmenter answered to ``rec``'s clicks or box (not a painted
     mask, not a propagated one)."""
     clicks, _, corners = rec.signature
@@ -679,7 +679,7 @@ class InteractiveSession:
                     if prior is None:
                         run = self._shown.get(oid)
                         prior = None if run is None else run.mask(oid, k)
-                    own = painted is None and rec is not None and _segmented(rec, prior)
+                    own = painted is None and rec is not None and _is_its_answer(rec, prior)
                     rec = _KeyframeRecord(sigs[k], prior, own)
                     self._keyframes[(oid, k)] = rec
                 out[(oid, k)] = rec
