@@ -143,8 +143,10 @@ def replay(path: Path, davis: Path, verbose: bool, engine_name: str) -> None:
             seq = load_sequence(davis, c.sequence)
             current = c.sequence
             frames = LazyFrameSource(len(seq), lambda i, seq=seq: read_image(seq.images[i]))
+        # earlier clicks on the frame: the mask shown there is the segmenter's own answer
+        own = frozenset({c.frame}) if len(c.clicks) > 1 else frozenset()
         prompt = ObjectPrompt(c.obj_id, "object", clicks={c.frame: c.clicks},
-                              masks={c.frame: c.shown})  # fmt: skip
+                              masks={c.frame: c.shown}, own_priors=own)  # fmt: skip
         mask = segment_keyframes(engine, frames, [prompt])[c.frame][c.obj_id].mask
         before, after = jaccard(c.gt, c.shown), jaccard(c.gt, mask)
         same += bool(np.array_equal(mask, c.after))
