@@ -386,34 +386,65 @@ class ClassicalSegmenter:
         window around them (``zoom_margin``)."""
         if self._prep is None:
             raise RuntimeError("set_image must be called before predict")
-        prep = self._prep
-        cfg = self.config
-        h, w = prep.image.shape[:2]
+        h, w = self._prep.image.shape[:2]
         pts = np.asarray(point_coords, dtype=np.float64).reshape(-1, 2)
         labels = np.asarray(point_labels).reshape(-1).astype(int)
         if pts.shape[0] != labels.shape[0]:
             raise ValueError("point_coords and point_labels differ in length")
         inside = (pts[:, 0] >= 0) & (pts[:, 0] < w) & (pts[:, 1] >= 0) & (pts[:, 1] < h)
         pts, labels = pts[inside], labels[inside]
-        # Where the object is, is known from the segmenter's own answer or from a box alone
-        # (docs/classical-engine.md: with a positive click the box's geodesic split needs the
-        # image's border, and a refinement inside a box lost on frame 0 of the tune half).
+        if mask_prior is not None and mask_prior.shape != (h, w):
+            raise ValueError(f"mask_prior {mask_prior.shape} != image {(h, w)}")
+        window = self._window(pts, labels, mask_prior, box, prior_is_own)
+        if window is not None:
+            return self._predict_in(window, pts, labels, mask_prior, multimask_output, box)
+        return self._predict(pts, labels, mask_prior, multimask_output, box)
+
+    def _window(
+        self,
+        pts: np.ndarray,
+        labels: np.ndarray,
+        mask_prior: np.ndarray | None,
+        box: np.ndarray | None,
+        prior_is_own: bool,
+    ) -> tuple[int, int, int, int] | None:
+        """Where to cut instead of the whole image, if anywhere: around the segmenter's own
+        answer (no box), or around a box alone. Not with a positive click in a box (the
+        geodesic split needs the image's border) nor for a refinement inside a box (it lost on
+        frame 0 of the tune half); docs/classical-engine.md."""
+        cfg = self.config
+        if cfg.zoom_margin <= 0:
+            return None
         own = None
         if prior_is_own and mask_prior is not None and box is None:
             own = np.asarray(mask_prior) > 0.5
         box_alone = box is not None and mask_prior is None and not (labels == 1).any()
-        if cfg.zoom_margin > 0 and (own is not None or box_alone):
-            window = zoom_window(own, pts, box, cfg.zoom_margin, cfg.zoom_max_share, (h, w))
-            if window is not None:
-                return self._predict_in(window, pts, labels, mask_prior, multimask_output, box)
+        if own is None and not box_alone:
+            return None
+        assert self._prep is not None
+        shape = self._prep.image.shape[:2]
+        return zoom_window(own, pts, box, cfg.zoom_margin, cfg.zoom_max_share, shape)
+
+    def _predict(
+        self,
+        pts: np.ndarray,
+        labels: np.ndarray,
+        mask_prior: np.ndarray | None,
+        multimask_output: bool,
+        box: np.ndarray | None,
+    ) -> SegmentOutput:
+        """:meth:`predict` on the whole image that is set (``pts``, ``labels``: the clicks
+        inside it; ``mask_prior``: its size)."""
+        prep = self._prep
+        assert prep is not None
+        cfg = self.config
+        h, w = prep.image.shape[:2]
         neg = pts[labels == 0]
         n_out = len(cfg.ratios) if multimask_output else 1
 
         sh, sw = prep.small.shape[:2]
         prior_small = None
         if mask_prior is not None:
-            if mask_prior.shape != (h, w):
-                raise ValueError(f"mask_prior {mask_prior.shape} != image {(h, w)}")
             prior_small = cv2.resize(
                 np.asarray(mask_prior, np.float32), (sw, sh), interpolation=cv2.INTER_AREA
             )
@@ -500,7 +531,7 @@ class ClassicalSegmenter:
         multimask_output: bool,
         box: np.ndarray | None,
     ) -> SegmentOutput:
-        """:meth:`predict` on the image cut to ``window`` (x0, y0, x1, y1 native pixels), as if
+        """:meth:`_predict` on the image cut to ``window`` (x0, y0, x1, y1 native pixels), as if
         it were the whole image, with as many working pixels as the whole image has (so it
         costs what a cut of the whole image costs); the masks come back at the native size,
         empty outside the window."""
@@ -512,12 +543,12 @@ class ClassicalSegmenter:
             self._prep = self._prepare(np.ascontiguousarray(whole.image[y0:y1, x0:x1]), pixels)
             self._cache_key = None
             shift = np.array([x0, y0], np.float64)
-            out = self.predict(
+            out = self._predict(
                 pts - shift,
                 labels,
-                mask_prior=None if mask_prior is None else np.asarray(mask_prior)[y0:y1, x0:x1],
-                multimask_output=multimask_output,
-                box=None if box is None else np.asarray(box, np.float64) - np.tile(shift, 2),
+                None if mask_prior is None else np.asarray(mask_prior)[y0:y1, x0:x1],
+                multimask_output,
+                None if box is None else np.asarray(box, np.float64) - np.tile(shift, 2),
             )
         finally:
             self._prep, self._cache_key = whole, key
