@@ -332,6 +332,30 @@ def _boundary_edge_score(mask: np.ndarray, grad: np.ndarray) -> float:
     return float(grad[ring].mean())
 
 
+@dataclass(frozen=True)
+class _Prompt:
+    """One :meth:`ClassicalSegmenter.predict` call's prompts, checked: the clicks inside the
+    image (N×2 x, y native pixels and N labels, 1 = positive), the prior at the image's size."""
+
+    pts: np.ndarray
+    labels: np.ndarray
+    prior: np.ndarray | None
+    box: np.ndarray | None
+    multimask: bool
+
+    def cropped(self, window: tuple[int, int, int, int]) -> _Prompt:
+        """The same prompts on the image cut to ``window`` (x0, y0, x1, y1)."""
+        x0, y0, x1, y1 = window
+        shift = np.array([x0, y0], np.float64)
+        return _Prompt(
+            self.pts - shift,
+            self.labels,
+            None if self.prior is None else np.asarray(self.prior)[y0:y1, x0:x1],
+            None if self.box is None else np.asarray(self.box, np.float64) - np.tile(shift, 2),
+            self.multimask,
+        )
+
+
 class ClassicalSegmenter:
     """Click-promptable segmenter with no learned weights (see module docstring)."""
 
@@ -395,49 +419,37 @@ class ClassicalSegmenter:
         pts, labels = pts[inside], labels[inside]
         if mask_prior is not None and mask_prior.shape != (h, w):
             raise ValueError(f"mask_prior {mask_prior.shape} != image {(h, w)}")
-        window = self._window(pts, labels, mask_prior, box, prior_is_own)
+        prompt = _Prompt(pts, labels, mask_prior, box, multimask_output)
+        window = self._window(prompt, prior_is_own)
         if window is not None:
-            return self._predict_in(window, pts, labels, mask_prior, multimask_output, box)
-        return self._predict(pts, labels, mask_prior, multimask_output, box)
+            return self._predict_in(window, prompt)
+        return self._predict(prompt)
 
-    def _window(
-        self,
-        pts: np.ndarray,
-        labels: np.ndarray,
-        mask_prior: np.ndarray | None,
-        box: np.ndarray | None,
-        prior_is_own: bool,
-    ) -> tuple[int, int, int, int] | None:
+    def _window(self, prompt: _Prompt, prior_is_own: bool) -> tuple[int, int, int, int] | None:
         """Where to cut instead of the whole image, if anywhere: around the segmenter's own
         answer (no box), or around a box alone. Not with a positive click in a box (the
         geodesic split needs the image's border) nor for a refinement inside a box (it lost on
         frame 0 of the tune half); docs/classical-engine.md."""
-        cfg = self.config
+        cfg, p = self.config, prompt
         if cfg.zoom_margin <= 0:
             return None
         own = None
-        if prior_is_own and mask_prior is not None and box is None:
-            own = np.asarray(mask_prior) > 0.5
-        box_alone = box is not None and mask_prior is None and not (labels == 1).any()
+        if prior_is_own and p.prior is not None and p.box is None:
+            own = np.asarray(p.prior) > 0.5
+        box_alone = p.box is not None and p.prior is None and not (p.labels == 1).any()
         if own is None and not box_alone:
             return None
         assert self._prep is not None
         shape = self._prep.image.shape[:2]
-        return zoom_window(own, pts, box, cfg.zoom_margin, cfg.zoom_max_share, shape)
+        return zoom_window(own, p.pts, p.box, cfg.zoom_margin, cfg.zoom_max_share, shape)
 
-    def _predict(
-        self,
-        pts: np.ndarray,
-        labels: np.ndarray,
-        mask_prior: np.ndarray | None,
-        multimask_output: bool,
-        box: np.ndarray | None,
-    ) -> SegmentOutput:
-        """:meth:`predict` on the whole image that is set (``pts``, ``labels``: the clicks
-        inside it; ``mask_prior``: its size)."""
+    def _predict(self, prompt: _Prompt) -> SegmentOutput:
+        """:meth:`predict` on the whole image that is set."""
         prep = self._prep
         assert prep is not None
         cfg = self.config
+        pts, labels, mask_prior, box = prompt.pts, prompt.labels, prompt.prior, prompt.box
+        multimask_output = prompt.multimask
         h, w = prep.image.shape[:2]
         neg = pts[labels == 0]
         n_out = len(cfg.ratios) if multimask_output else 1
@@ -522,15 +534,7 @@ class ClassicalSegmenter:
             masks, scores = masks[best : best + 1], scores[best : best + 1]
         return SegmentOutput(masks=masks, scores=scores.astype(np.float32))
 
-    def _predict_in(
-        self,
-        window: tuple[int, int, int, int],
-        pts: np.ndarray,
-        labels: np.ndarray,
-        mask_prior: np.ndarray | None,
-        multimask_output: bool,
-        box: np.ndarray | None,
-    ) -> SegmentOutput:
+    def _predict_in(self, window: tuple[int, int, int, int], prompt: _Prompt) -> SegmentOutput:
         """:meth:`_predict` on the image cut to ``window`` (x0, y0, x1, y1 native pixels), as if
         it were the whole image, with as many working pixels as the whole image has (so it
         costs what a cut of the whole image costs); the masks come back at the native size,
@@ -542,14 +546,7 @@ class ClassicalSegmenter:
         try:
             self._prep = self._prepare(np.ascontiguousarray(whole.image[y0:y1, x0:x1]), pixels)
             self._cache_key = None
-            shift = np.array([x0, y0], np.float64)
-            out = self._predict(
-                pts - shift,
-                labels,
-                None if mask_prior is None else np.asarray(mask_prior)[y0:y1, x0:x1],
-                multimask_output,
-                None if box is None else np.asarray(box, np.float64) - np.tile(shift, 2),
-            )
+            out = self._predict(prompt.cropped(window))
         finally:
             self._prep, self._cache_key = whole, key
         h, w = whole.image.shape[:2]
