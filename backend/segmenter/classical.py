@@ -420,12 +420,14 @@ class ClassicalSegmenter:
         if mask_prior is not None and mask_prior.shape != (h, w):
             raise ValueError(f"mask_prior {mask_prior.shape} != image {(h, w)}")
         prompt = _Prompt(pts, labels, mask_prior, box, multimask_output)
-        window = self._window(prompt, prior_is_own)
+        window = self._window(self._prep, prompt, prior_is_own)
         if window is not None:
-            return self._predict_in(window, prompt)
-        return self._predict(prompt)
+            return self._predict_in(self._prep, window, prompt)
+        return self._predict(self._prep, prompt)
 
-    def _window(self, prompt: _Prompt, prior_is_own: bool) -> tuple[int, int, int, int] | None:
+    def _window(
+        self, prep: _Prepared, prompt: _Prompt, prior_is_own: bool
+    ) -> tuple[int, int, int, int] | None:
         """Where to cut instead of the whole image, if anywhere: around the segmenter's own
         answer (no box), or around a box alone. Not with a positive click in a box (the
         geodesic split needs the image's border) nor for a refinement inside a box (it lost on
@@ -439,14 +441,11 @@ class ClassicalSegmenter:
         box_alone = p.box is not None and p.prior is None and not (p.labels == 1).any()
         if own is None and not box_alone:
             return None
-        assert self._prep is not None
-        shape = self._prep.image.shape[:2]
+        shape = prep.image.shape[:2]
         return zoom_window(own, p.pts, p.box, cfg.zoom_margin, cfg.zoom_max_share, shape)
 
-    def _predict(self, prompt: _Prompt) -> SegmentOutput:
-        """:meth:`predict` on the whole image that is set."""
-        prep = self._prep
-        assert prep is not None
+    def _predict(self, prep: _Prepared, prompt: _Prompt) -> SegmentOutput:
+        """:meth:`predict` on the whole of ``prep``'s image."""
         cfg = self.config
         pts, labels, mask_prior, box = prompt.pts, prompt.labels, prompt.prior, prompt.box
         multimask_output = prompt.multimask
@@ -534,21 +533,17 @@ class ClassicalSegmenter:
             masks, scores = masks[best : best + 1], scores[best : best + 1]
         return SegmentOutput(masks=masks, scores=scores.astype(np.float32))
 
-    def _predict_in(self, window: tuple[int, int, int, int], prompt: _Prompt) -> SegmentOutput:
-        """:meth:`_predict` on the image cut to ``window`` (x0, y0, x1, y1 native pixels), as if
-        it were the whole image, with as many working pixels as the whole image has (so it
-        costs what a cut of the whole image costs); the masks come back at the native size,
-        empty outside the window."""
+    def _predict_in(
+        self, whole: _Prepared, window: tuple[int, int, int, int], prompt: _Prompt
+    ) -> SegmentOutput:
+        """:meth:`_predict` on ``whole``'s image cut to ``window`` (x0, y0, x1, y1 native
+        pixels), as if it were the whole image, with as many working pixels as the whole image
+        has (so it costs what a cut of the whole image costs); the masks come back at the
+        native size, empty outside the window. The image that is set stays as it is."""
         x0, y0, x1, y1 = window
-        whole, key = self._prep, self._cache_key
-        assert whole is not None
         pixels = whole.small.shape[0] * whole.small.shape[1]
-        try:
-            self._prep = self._prepare(np.ascontiguousarray(whole.image[y0:y1, x0:x1]), pixels)
-            self._cache_key = None
-            out = self._predict(prompt.cropped(window))
-        finally:
-            self._prep, self._cache_key = whole, key
+        crop = self._prepare(np.ascontiguousarray(whole.image[y0:y1, x0:x1]), pixels)
+        out = self._predict(crop, prompt.cropped(window))
         h, w = whole.image.shape[:2]
         masks = np.zeros((len(out.masks), h, w), bool)
         masks[:, y0:y1, x0:x1] = out.masks
