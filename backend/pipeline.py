@@ -189,7 +189,7 @@ def _segment_frame(
         prior = None if painted is None else painted.astype(np.float32)
         multi = len(clicks) == 1  # SAM's engines take one mask with a box themselves
         kw = {} if box is None else {"box": box.as_array()}
-        own = prior is not None and k in obj.own_priors
+        own = k in obj.own_priors  # the segmenter ignores it without a prior
         res = engine.segmenter.predict(
             pts, lab, mask_prior=prior, multimask_output=multi, prior_is_own=own, **kw
         )
