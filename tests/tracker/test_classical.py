@@ -407,18 +407,32 @@ def test_shape_prior_softens_where_the_flow_on_the_object_is_unreliable():
     assert shape_softness(3.0, conf, np.zeros((H, W), bool)) == 3.0
 
 
+def test_the_shape_prior_softens_with_a_power_of_the_objects_mistrust():
+    """``power`` 2: a trusted object's prior stays as tight; one whose flow is half trusted
+    gets a band four times as wide, not twice."""
+    mask = _disk(60, 60, 15)
+    conf = np.ones((H, W), np.float32)
+    assert shape_softness(3.0, conf, mask, 2.0) == pytest.approx(3.0)
+    conf[mask] = (0.5 - 0.3) / 0.7  # warp trust 0.5
+    assert shape_softness(3.0, conf, mask, 1.0) == pytest.approx(6.0)
+    assert shape_softness(3.0, conf, mask, 2.0) == pytest.approx(12.0)
+    conf[:] = 0.0
+    assert shape_softness(3.0, conf, mask, 2.0) == pytest.approx(3.0 / 0.09)
+
+
 def test_each_step_softens_the_shape_prior_by_the_objects_own_flow_confidence(monkeypatch):
     seen = []
 
-    def spy(sigma, conf, mask):
-        seen.append((sigma, mask.sum(), conf.shape == mask.shape))
-        return shape_softness(sigma, conf, mask)
+    def spy(sigma, conf, mask, power):
+        seen.append((sigma, power, mask.sum(), conf.shape == mask.shape))
+        return shape_softness(sigma, conf, mask, power)
 
     monkeypatch.setattr(classical, "shape_softness", spy)
     frames, masks = _clip([(30 + 5 * i, 60) for i in range(5)])
     _run(frames, {1: masks[0]}, config=ClassicalTrackerConfig(shape_sigma=2.5))
     assert len(seen) == 4  # one per object and tracked frame
-    assert all(sigma == 2.5 and area > 0 and same for sigma, area, same in seen)
+    assert all(sigma == 2.5 and area > 0 and same for sigma, _, area, same in seen)
+    assert {power for _, power, _, _ in seen} == {ClassicalTrackerConfig().softness_power}
 
 
 def test_signed_distance_and_exclusive_probs():
