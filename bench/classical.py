@@ -11,6 +11,7 @@ Usage::
     python bench/classical.py                 # all sequences
     python bench/classical.py --seqs dog camel --init gt   # tracker only, from the GT mask
     python bench/classical.py --every 2       # every other sequence (development)
+    python bench/classical.py --split validate --init gt   # one of issue 17's halves
 
 Timings: segmentation seconds per click (set_image + predict), propagation frames/s (whole
 propagate loop including frame decoding). The machine's cores may be shared; timings are noisy.
@@ -31,6 +32,7 @@ from scipy import ndimage as ndi
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backend.demo import DAVIS_DIR as DAVIS  # noqa: E402
+from backend.eval.runner import SPLITS  # noqa: E402
 from backend.frames import FolderFrameSource  # noqa: E402
 from backend.segmenter.classical import ClassicalSegmenter  # noqa: E402
 from backend.tracker.classical import ClassicalTracker  # noqa: E402
@@ -130,11 +132,16 @@ def run_sequence(seq: str, init: str, jfn, ffn) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seqs", nargs="*", help="sequence names (default: all of val.txt)")
+    which = ap.add_mutually_exclusive_group()
+    which.add_argument("--seqs", nargs="*", help="sequence names (default: all of val.txt)")
+    which.add_argument("--split", choices=sorted(SPLITS), help="one of issue 17's halves")
     ap.add_argument("--every", type=int, default=1, help="take every N-th sequence")
     ap.add_argument("--init", choices=("click", "gt"), default="click")
     args = ap.parse_args()
-    seqs = args.seqs or (DAVIS / "ImageSets" / "2016" / "val.txt").read_text().split()
+    if args.split:
+        seqs = list(SPLITS[args.split])
+    else:
+        seqs = args.seqs or (DAVIS / "ImageSets" / "2016" / "val.txt").read_text().split()
     seqs = seqs[:: args.every]
     cv2.setNumThreads(2)
     jfn, ffn, source = _metric_fns()

@@ -7,7 +7,9 @@ annotator was shown there, the frame's clicks after the correction and the groun
 
 ``replay`` sends each kept correction through the session's keyframe path
 (:func:`backend.pipeline.segment_keyframes`, the shown mask as the prior) with the code as it
-is now, and prints J on that frame before and after, per half. Replaying with the code that
+is now, and prints J on that frame before and after, per half, beside what a perfect local
+correction would reach there (the shown mask with exactly the clicked error region fixed,
+``--corrections region`` in the protocol). Replaying with the code that
 recorded gives the run's own masks back (the check is printed), so a replay after a segmenter
 change isolates what the change does to corrections. It does not replace the whole protocol:
 later rounds would land elsewhere once corrections change; confirm a change with
@@ -34,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backend.demo import DAVIS_DIR as DAVIS  # noqa: E402
 from backend.engine import build_engine  # noqa: E402
+from backend.eval.clicks import fix_largest_error  # noqa: E402
 from backend.eval.davis import load_sequence, read_ground_truth  # noqa: E402
 from backend.eval.runner import SPLITS, SessionAnnotator, run_davis  # noqa: E402
 from backend.frames import LazyFrameSource, read_image  # noqa: E402
@@ -134,7 +137,7 @@ def load(path: Path) -> list[Case]:
 def replay(path: Path, davis: Path, verbose: bool, engine_name: str) -> None:
     engine = build_engine(engine_name)
     half_of = {name: half for half, names in SPLITS.items() for name in names}
-    rows: dict[str, list[tuple[float, float]]] = {}
+    rows: dict[str, list[tuple[float, float, float]]] = {}
     same = 0
     cases = load(path)
     current, frames = None, None
@@ -149,16 +152,19 @@ def replay(path: Path, davis: Path, verbose: bool, engine_name: str) -> None:
                               masks={c.frame: c.shown}, own_priors=own)  # fmt: skip
         mask = segment_keyframes(engine, frames, [prompt])[c.frame][c.obj_id].mask
         before, after = jaccard(c.gt, c.shown), jaccard(c.gt, mask)
+        region = jaccard(c.gt, fix_largest_error(c.gt, c.shown))
         same += bool(np.array_equal(mask, c.after))
-        rows.setdefault(half_of.get(c.sequence, "other"), []).append((before, after))
+        rows.setdefault(half_of.get(c.sequence, "other"), []).append((before, after, region))
         if verbose:
             sign = "+" if c.clicks[-1].positive else "-"
             print(f"{c.sequence:15s} frame {c.frame:3d} {sign} ({len(c.clicks)} clicks) "
-                  f"J {before:.2f} -> {after:.2f} (recorded {jaccard(c.gt, c.after):.2f})")  # fmt: skip
+                  f"J {before:.2f} -> {after:.2f} (recorded {jaccard(c.gt, c.after):.2f}, "
+                  f"region {region:.2f})")  # fmt: skip
     print(f"{same}/{len(cases)} corrected masks identical to the recorded run's")
     for half, vals in rows.items():
-        b, a = np.mean(vals, axis=0)
-        print(f"{half:9s} {len(vals):3d} corrections: J {b:.3f} -> {a:.3f} (gain {a - b:+.3f})")
+        b, a, r = np.mean(vals, axis=0)
+        print(f"{half:9s} {len(vals):3d} corrections: J {b:.3f} -> {a:.3f} (gain {a - b:+.3f}; "
+              f"a perfect local correction {r:.3f}, gain {r - b:+.3f})")  # fmt: skip
 
 
 def main() -> None:
