@@ -108,10 +108,9 @@ class ClassicalTrackerConfig:
     ``shape_sigma / trust ** softness_power``. Objects whose flow is trusted (mean trust 0.96
     to 0.99 on half of the shared DAVIS sequences) barely change; those whose flow fails (a
     jumping bike, a dog behind branches: 0.73, 0.76) get a wider band that colour re-decides.
-    One-click
-    J&F on issue 17's tune half at 1 / 1.5 / 2 / 3: 75.5 / 76.0 / 76.1 / 74.9 (almost all of
-    the difference is libby); validate 62.6 / 62.8 / 63.4 / 62.9 (docs/benchmarks.md,
-    seventeenth round)."""
+    One-click J&F on issue 17's tune half at 1 / 1.5 / 2 / 3: 75.5 / 76.0 / 76.1 / 74.9
+    (almost all of the difference is libby); validate 62.6 / 62.8 / 63.4 / 62.9
+    (docs/benchmarks.md, seventeenth round)."""
     band: float = 0.06
     """Width of the surroundings ring of the colour model and of the zone where the object
     motion may replace the flow (fraction of the working long side)."""
