@@ -220,7 +220,7 @@ def warp_trust(conf: np.ndarray) -> np.ndarray:
     return 0.3 + 0.7 * conf
 
 
-def shape_softness(sigma: float, conf: np.ndarray, mask: np.ndarray, power: float = 1.0) -> float:
+def shape_softness(sigma: float, conf: np.ndarray, mask: np.ndarray, power: float) -> float:
     """Softness of the shape prior: ``sigma`` divided by the object's mean :func:`warp_trust`
     raised to ``power`` (``conf``: flow confidence; ``mask``: the object on the previous
     frame).

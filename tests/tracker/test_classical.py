@@ -397,14 +397,14 @@ def test_a_leak_the_object_leaves_behind_is_not_reported():
 def test_shape_prior_softens_where_the_flow_on_the_object_is_unreliable():
     mask = _disk(60, 60, 15)
     conf = np.ones((H, W), np.float32)
-    assert shape_softness(3.0, conf, mask) == pytest.approx(3.0)
+    assert shape_softness(3.0, conf, mask, 1.0) == pytest.approx(3.0)
     conf[~mask] = 0.1  # unreliable flow off the object does not count
-    assert shape_softness(3.0, conf, mask) == pytest.approx(3.0)
+    assert shape_softness(3.0, conf, mask, 1.0) == pytest.approx(3.0)
     conf[mask] = 0.5
-    assert shape_softness(3.0, conf, mask) == pytest.approx(3.0 / 0.65)
+    assert shape_softness(3.0, conf, mask, 1.0) == pytest.approx(3.0 / 0.65)
     conf[:] = 0.0  # no trust at all: as soft as the carried probability's floor allows
-    assert shape_softness(3.0, conf, mask) == pytest.approx(10.0)
-    assert shape_softness(3.0, conf, np.zeros((H, W), bool)) == 3.0
+    assert shape_softness(3.0, conf, mask, 1.0) == pytest.approx(10.0)
+    assert shape_softness(3.0, conf, np.zeros((H, W), bool), 1.0) == 3.0
 
 
 def test_the_shape_prior_softens_with_a_power_of_the_objects_mistrust():
