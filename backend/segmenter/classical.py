@@ -335,13 +335,15 @@ def _boundary_edge_score(mask: np.ndarray, grad: np.ndarray) -> float:
 @dataclass(frozen=True)
 class _Prompt:
     """One :meth:`ClassicalSegmenter.predict` call's prompts, checked: the clicks inside the
-    image (N×2 x, y native pixels and N labels, 1 = positive), the prior at the image's size."""
+    image (N×2 x, y native pixels and N labels, 1 = positive), the prior at the image's size
+    and whether it is the segmenter's own earlier answer (``own``)."""
 
     pts: np.ndarray
     labels: np.ndarray
     prior: np.ndarray | None
     box: np.ndarray | None
     multimask: bool
+    own: bool = False
 
     def cropped(self, window: tuple[int, int, int, int]) -> _Prompt:
         """The same prompts on the image cut to ``window`` (x0, y0, x1, y1)."""
@@ -353,6 +355,7 @@ class _Prompt:
             None if self.prior is None else np.asarray(self.prior)[y0:y1, x0:x1],
             None if self.box is None else np.asarray(self.box, np.float64) - np.tile(shift, 2),
             self.multimask,
+            self.own,
         )
 
 
@@ -419,15 +422,13 @@ class ClassicalSegmenter:
         pts, labels = pts[inside], labels[inside]
         if mask_prior is not None and mask_prior.shape != (h, w):
             raise ValueError(f"mask_prior {mask_prior.shape} != image {(h, w)}")
-        prompt = _Prompt(pts, labels, mask_prior, box, multimask_output)
-        window = self._window(self._prep, prompt, prior_is_own)
+        prompt = _Prompt(pts, labels, mask_prior, box, multimask_output, prior_is_own)
+        window = self._window(self._prep, prompt)
         if window is not None:
             return self._predict_in(self._prep, window, prompt)
         return self._predict(self._prep, prompt)
 
-    def _window(
-        self, prep: _Prepared, prompt: _Prompt, prior_is_own: bool
-    ) -> tuple[int, int, int, int] | None:
+    def _window(self, prep: _Prepared, prompt: _Prompt) -> tuple[int, int, int, int] | None:
         """Where to cut instead of the whole image, if anywhere: around the segmenter's own
         answer (no box), or around a box alone. Not with a positive click in a box (the
         geodesic split needs the image's border) nor for a refinement inside a box (it lost on
@@ -436,7 +437,7 @@ class ClassicalSegmenter:
         if cfg.zoom_margin <= 0:
             return None
         own = None
-        if prior_is_own and p.prior is not None and p.box is None:
+        if p.own and p.prior is not None and p.box is None:
             own = np.asarray(p.prior) > 0.5
         box_alone = p.box is not None and p.prior is None and not (p.labels == 1).any()
         if own is None and not box_alone:
@@ -477,6 +478,7 @@ class ClassicalSegmenter:
                 return SegmentOutput(masks=native, scores=scores)
             if not pos_seed.any():
                 pos_seed |= _box_core((sh, sw), small_box)
+        clicked_pos = pos_seed.copy()  # the prior's core joins the seeds below
         claimed_in = claimed = None
         if prior_small is not None:
             core, claimed_in = self._prior_core(prep, prior_small, pos_seed, neg_seed)
@@ -484,16 +486,11 @@ class ClassicalSegmenter:
         if not pos_seed.any():
             return _empty(h, w, n_out)
 
-        d_pos = geodesic_distance(prep.cost, pos_seed)
-        border = np.zeros((sh, sw), bool)
-        border[0, :] = border[-1, :] = border[:, 0] = border[:, -1] = True
-        border &= ~pos_seed
-        d_border = geodesic_distance(prep.cost, border) * cfg.border_weight
         # Geodesic background seeds: the negative clicks; a box's outside too once there is a
         # prior. On a first prompt it is only a label for the cut: a tight box touches the
         # object, so as a seed it would claim the object's ends, nearer to it than the click.
         geo_neg = neg_seed if prior_small is not None else clicked_neg
-        d_neg = np.minimum(d_border, geodesic_distance(prep.cost, geo_neg))
+        d_pos, d_neg = self._split(prep, pos_seed, geo_neg)
         if prior_small is not None:
             outside, claimed = self._prior_outside(prep, prior_small, pos_seed, neg_seed)
             # Only positive corrections are local: a negative click on a leak must be able to
@@ -519,19 +516,83 @@ class ClassicalSegmenter:
             lambda r: self._cut(prep, d_pos, d_neg, r, pos_seed, neg_seed, fixed), ratios
         )
         scores = _score(candidates, prep.grad, prep.small, pos_seed)
+        masks = self._answers(prep, candidates, prompt, grown)
+        if choose:
+            best = int(np.argmax([correction_fit(m, shown, disagree) for m in masks]))
+            masks, scores = masks[best : best + 1], scores[best : best + 1]
+            if (
+                grown is not None
+                and not prompt.own
+                and _adds_little(candidates[best], claimed, clicked_pos)
+            ):
+                part = self._part_answer(prep, prompt, grown, clicked_pos, clicked_neg, neg_seed)
+                if part is not None:
+                    masks = part[None]
+        return SegmentOutput(masks=masks, scores=scores.astype(np.float32))
+
+    def _split(
+        self, prep: _Prepared, pos_seed: np.ndarray, neg_seed: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Geodesic distances to the object seeds and to the background: the negative seeds,
+        and the image border (less the object seeds) at ``border_weight``."""
+        border = np.zeros(pos_seed.shape, bool)
+        border[0, :] = border[-1, :] = border[:, 0] = border[:, -1] = True
+        d_border = geodesic_distance(prep.cost, border & ~pos_seed) * self.config.border_weight
+        d_neg = np.minimum(d_border, geodesic_distance(prep.cost, neg_seed))
+        return geodesic_distance(prep.cost, pos_seed), d_neg
+
+    def _answers(
+        self,
+        prep: _Prepared,
+        candidates: list[np.ndarray],
+        prompt: _Prompt,
+        grown: np.ndarray | None,
+    ) -> np.ndarray:
+        """Working-size cuts → native masks: never on a negative click, cut to the box, and
+        for a local correction (``grown``: its claim and a pixel around it) the prior outside
+        the claim."""
+        h, w = prep.image.shape[:2]
         masks = np.stack([self._to_native(prep, m) for m in candidates])
-        masks &= ~_points_mask(neg, h, w)
-        if box is not None:
-            masks &= _box_region((h, w), np.asarray(box, np.float64), 0)
+        masks &= ~_points_mask(prompt.pts[prompt.labels == 0], h, w)
+        if prompt.box is not None:
+            masks &= _box_region((h, w), np.asarray(prompt.box, np.float64), 0)
         if grown is not None:
             # A correction edits the prior only where its clicks claimed; elsewhere the prior
             # (the mask the annotator accepted) stays exactly as it was.
             region = cv2.resize(grown, (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
-            masks = np.where(region[None], masks, shown[None])
-        if choose:
-            best = int(np.argmax([correction_fit(m, shown, disagree) for m in masks]))
-            masks, scores = masks[best : best + 1], scores[best : best + 1]
-        return SegmentOutput(masks=masks, scores=scores.astype(np.float32))
+            masks = np.where(region[None], masks, np.asarray(prompt.prior)[None] > 0.5)
+        return masks
+
+    def _part_answer(
+        self,
+        prep: _Prepared,
+        prompt: _Prompt,
+        grown: np.ndarray,
+        clicked_pos: np.ndarray,
+        clicked_neg: np.ndarray,
+        neg_seed: np.ndarray,
+    ) -> np.ndarray | None:
+        """A positive local correction whose cut added nothing but the click discs, cut
+        again from the clicks alone, as a first click is: the fitting cut inside the claim,
+        the prior outside it; None when no such cut holds a correction click.
+
+        The correction's cut starts its colour models from the prior and the accepted
+        outside. A part the tracker lost (a wheel, a dancer's legs) often has colours that
+        the outside holds elsewhere and the prior does not, so the cut gave it to the
+        background and the click changed nothing (motocross-jump's front wheel, issue 17).
+        A prior that is the segmenter's own answer is not cut again: a click there that
+        adds only its disc has mostly found a detail, and cutting from it alone leaked
+        (libby's tail on frame 0: IoU 0.83 → 0.45)."""
+        d_pos, d_neg = self._split(prep, clicked_pos, clicked_neg)
+        cuts = self._map(
+            lambda r: self._cut(prep, d_pos, d_neg, r, clicked_pos, neg_seed), self.config.ratios
+        )
+        masks = self._answers(prep, cuts, prompt, grown)
+        shown = np.asarray(prompt.prior) > 0.5
+        disagree = wrong_points(shown, prompt.pts, prompt.labels)
+        fits = [correction_fit(m, shown, disagree) for m in masks]
+        best = int(np.argmax(fits))
+        return masks[best] if fits[best] > 0 else None
 
     def _predict_in(
         self, whole: _Prepared, window: tuple[int, int, int, int], prompt: _Prompt
@@ -665,6 +726,13 @@ class ClassicalSegmenter:
             if refined.sum() >= 0.7 * raw.sum():
                 return refined
         return raw
+
+
+def _adds_little(cut: np.ndarray, claimed: np.ndarray, discs: np.ndarray) -> bool:
+    """Whether a working-size ``cut`` took less of a correction's ``claimed`` region beyond
+    the click ``discs`` (object labels, which every cut holds) than the discs themselves: the
+    click changed little more than its own pixels."""
+    return int((cut & claimed & ~discs).sum()) < int((claimed & discs).sum())
 
 
 def _geodesic_keep(

@@ -130,9 +130,17 @@ def test_clicking_again_refines_the_own_answer_at_the_objects_scale() -> None:
     assert _iou(fine, whole) > 0.99 and _iou(coarse, whole) < 0.9
     # the segmenter still holds the whole frame afterwards
     np.testing.assert_array_equal(seg.predict(*click, **kw).best_mask(), coarse)
-    off = ClassicalSegmenter(ClassicalSegmenterConfig(zoom_margin=0.0))
-    off.set_image(img)
-    np.testing.assert_array_equal(off.predict(*click, prior_is_own=True, **kw).best_mask(), coarse)
+    # with no margin, or no share of the frame small enough, the own answer is cut whole
+    whole_frame = []
+    for cfg in (
+        ClassicalSegmenterConfig(zoom_margin=0.0),
+        ClassicalSegmenterConfig(zoom_max_share=0.0),
+    ):
+        off = ClassicalSegmenter(cfg)
+        off.set_image(img)
+        whole_frame.append(off.predict(*click, prior_is_own=True, **kw).best_mask())
+    np.testing.assert_array_equal(*whole_frame)
+    assert _iou(whole_frame[0], whole) < 0.9
 
 
 def test_zoom_window_holds_prior_clicks_and_box_with_a_margin() -> None:
@@ -200,3 +208,47 @@ def test_with_a_positive_click_in_a_box_the_whole_frame_is_cut() -> None:
             seg.set_image(img)
             masks.append(seg.predict(*click, multimask_output=False, **kw).best_mask())
         np.testing.assert_array_equal(*masks)
+
+
+def _lost_part_of_a_background_colour() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A red body and, attached to it, a mottled blue part whose colours two background
+    corners hold as well (a wheel the size of another one elsewhere): image, body, part."""
+    rng = np.random.default_rng(0)
+    img = textured_background(H, W, 3, amplitude=20)
+    yy, xx = np.mgrid[:H, :W]
+    body = (xx >= 20) & (xx < 80) & (yy >= 50) & (yy < 85)
+    part = ((xx - 98) ** 2 + (yy - 60) ** 2 <= 22**2) & ~body
+    corners = np.zeros((H, W), bool)
+    corners[:40, W - 40 :] = corners[H - 40 :, :40] = True
+    img[body] = (220, 40, 40)
+    for where in (part, corners):
+        noise = rng.normal(0.0, 50.0, (int(where.sum()), 3))
+        img[where] = np.clip(np.array([40.0, 60.0, 200.0]) + noise, 0, 255).astype(np.uint8)
+    return img, body, part
+
+
+def test_a_click_on_a_lost_part_that_adds_only_itself_is_cut_again_from_the_click() -> None:
+    """A correction's cut starts its colour models from the prior (red) and the accepted
+    outside (which holds the blue corners), so it gives the clicked blue part to the
+    background. On a prior the segmenter did not give (a tracked frame) the claim is then cut
+    again from the click alone, as a first click is; on its own answer it is not (there a
+    click that adds only itself has mostly found a detail)."""
+    img, body, part = _lost_part_of_a_background_colour()
+    seg = ClassicalSegmenter()
+    seg.set_image(img)
+    masks = {
+        own: seg.predict(
+            np.array([[98.0, 60.0]]),
+            np.array([1]),
+            mask_prior=body.astype(np.float32),
+            multimask_output=False,
+            prior_is_own=own,
+        ).best_mask()
+        for own in (False, True)
+    }
+    assert (masks[False] & part).sum() >= 0.9 * part.sum()
+    assert (masks[False] & ~body & ~part).sum() <= 0.01 * part.sum()
+    far = np.zeros((H, W), bool)
+    far[:, :60] = True  # far from the click: exactly the prior
+    assert np.array_equal(masks[False][far], body[far])
+    assert (masks[True] & part).sum() <= 0.1 * part.sum()
