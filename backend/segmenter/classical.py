@@ -526,6 +526,10 @@ class ClassicalSegmenter:
                 and _adds_little(candidates[best], claimed, clicked_pos)
             ):
                 part = self._part_answer(prep, prompt, grown, clicked_pos, clicked_neg, neg_seed)
+                log.debug(
+                    "correction added only its discs; cut again from the clicks: %s",
+                    "taken" if part is not None else "no cut holds a click",
+                )
                 if part is not None:
                     masks = part[None]
         return SegmentOutput(masks=masks, scores=scores.astype(np.float32))
