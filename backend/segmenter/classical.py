@@ -525,13 +525,14 @@ class ClassicalSegmenter:
                 and not prompt.own
                 and _adds_little(candidates[best], claimed, clicked_pos)
             ):
-                part = self._part_answer(prep, prompt, grown, clicked_pos, clicked_neg, neg_seed)
-                log.debug(
-                    "correction added only its discs; cut again from the clicks: %s",
-                    "taken" if part is not None else "no cut holds a click",
+                again = self._cuts_from_clicks(
+                    prep, prompt, grown, clicked_pos, clicked_neg, neg_seed
                 )
-                if part is not None:
-                    masks = part[None]
+                fits = [correction_fit(m, shown, disagree) for m in again]
+                taken = max(fits) > 0  # else no cut holds a correction click
+                log.debug("a correction added only its discs; cut from its clicks: %s", taken)
+                if taken:
+                    masks = again[int(np.argmax(fits))][None]
         return SegmentOutput(masks=masks, scores=scores.astype(np.float32))
 
     def _split(
@@ -567,7 +568,7 @@ class ClassicalSegmenter:
             masks = np.where(region[None], masks, np.asarray(prompt.prior)[None] > 0.5)
         return masks
 
-    def _part_answer(
+    def _cuts_from_clicks(
         self,
         prep: _Prepared,
         prompt: _Prompt,
@@ -575,10 +576,10 @@ class ClassicalSegmenter:
         clicked_pos: np.ndarray,
         clicked_neg: np.ndarray,
         neg_seed: np.ndarray,
-    ) -> np.ndarray | None:
-        """A positive local correction whose cut added nothing but the click discs, cut
-        again from the clicks alone, as a first click is: the fitting cut inside the claim,
-        the prior outside it; None when no such cut holds a correction click.
+    ) -> np.ndarray:
+        """A positive local correction's claim cut again from the clicks alone, as a first
+        click is (one native mask per ratio, the prior outside the claim): for a correction
+        whose own cut took less of the claim beyond the click discs than the discs themselves.
 
         The correction's cut starts its colour models from the prior and the accepted
         outside. A part the tracker lost (a wheel, a dancer's legs) often has colours that
@@ -591,12 +592,7 @@ class ClassicalSegmenter:
         cuts = self._map(
             lambda r: self._cut(prep, d_pos, d_neg, r, clicked_pos, neg_seed), self.config.ratios
         )
-        masks = self._answers(prep, cuts, prompt, grown)
-        shown = np.asarray(prompt.prior) > 0.5
-        disagree = wrong_points(shown, prompt.pts, prompt.labels)
-        fits = [correction_fit(m, shown, disagree) for m in masks]
-        best = int(np.argmax(fits))
-        return masks[best] if fits[best] > 0 else None
+        return self._answers(prep, cuts, prompt, grown)
 
     def _predict_in(
         self, whole: _Prepared, window: tuple[int, int, int, int], prompt: _Prompt
